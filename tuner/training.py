@@ -1,0 +1,362 @@
+"""One trial: a fresh model trained by ``transformers.Trainer``, pruned through a callback.
+
+This is the only core module that imports torch and transformers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import torch
+import transformers
+from transformers import (
+    AutoTokenizer,
+    PrinterCallback,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+
+from tuner.config import Config
+from tuner.errors import TunerError
+from tuner.models import ModelRef
+from tuner.space import Choice, Fixed, Space
+from tuner.task import Splits, Task
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+# Set by the core for every trial; a search space may not override them.
+MANAGED_FIELDS = frozenset(
+    {
+        "output_dir",
+        "eval_strategy",
+        "eval_steps",
+        "save_strategy",
+        "save_steps",
+        "logging_strategy",
+        "logging_steps",
+        "report_to",
+        "seed",
+        "data_seed",
+        "fp16",
+        "bf16",
+        "use_cpu",
+        "disable_tqdm",
+        "per_device_eval_batch_size",
+        "load_best_model_at_end",
+        "push_to_hub",
+        "do_train",
+        "do_eval",
+        "do_predict",
+        "resume_from_checkpoint",
+        "logging_nan_inf_filter",
+    }
+)
+
+ProgressFn = Callable[[int, int], None]
+
+
+class TrialFailed(Exception):
+    """A trial that cannot produce a result (NaN loss); the study goes on."""
+
+
+def trainable_fields() -> set[str]:
+    """``TrainingArguments`` fields a search space may set."""
+    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init} - MANAGED_FIELDS
+
+
+def check_space(space: Space, where: str) -> None:
+    """Check every key names a settable ``TrainingArguments`` field and fixed values fit.
+
+    Raises:
+        TunerError: naming the key and what to do.
+    """
+    fields = trainable_fields()
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, spec in space.items():
+            if name not in fields:
+                hint = (
+                    " (set by tuner itself)"
+                    if name in MANAGED_FIELDS
+                    else "; see the transformers TrainingArguments documentation"
+                )
+                raise TunerError(
+                    f"{where} {name}: not a TrainingArguments field that can be searched{hint}"
+                )
+            values = (
+                [spec.value]
+                if isinstance(spec, Fixed)
+                else list(spec.choices)
+                if isinstance(spec, Choice)
+                else []
+            )
+            for value in values:
+                try:
+                    TrainingArguments(output_dir=scratch, report_to="none", **{name: value})
+                except Exception as exc:
+                    reason = str(exc).splitlines()[0]
+                    raise TunerError(f"{where} {name}: value {value!r} is rejected: {reason}") from exc
+
+
+def select_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
+    """The precision a trial trains in.
+
+    ``auto`` is bf16 on a CUDA GPU that has it, else fp16 on CUDA, else fp32. fp16 needs CUDA;
+    bf16 also runs on a CPU (autocast), slowly on most.
+
+    Raises:
+        TunerError: fp16 or bf16 asked for where the hardware cannot run it.
+    """
+    if requested == "auto":
+        if cuda:
+            return "bf16" if bf16_supported else "fp16"
+        return "fp32"
+    if requested == "fp16" and not cuda:
+        raise TunerError("--precision fp16 needs a CUDA GPU; use --precision auto, fp32 or bf16")
+    if requested == "bf16" and cuda and not bf16_supported:
+        raise TunerError("--precision bf16: this GPU has no bf16; use --precision fp16 or auto")
+    return requested
+
+
+def hardware_precision(requested: str) -> str:
+    """:func:`select_precision` for this machine."""
+    cuda = torch.cuda.is_available()
+    return select_precision(requested, cuda, cuda and torch.cuda.is_bf16_supported())
+
+
+@dataclass
+class Prepared:
+    """What every trial of a study shares: the task, tokenizer and tokenised data."""
+
+    task: Task
+    model: ModelRef
+    tokenizer: PreTrainedTokenizerBase
+    splits: Splits
+    precision: str
+
+
+def quiet_libraries() -> None:
+    """Silence per-trial library chatter; the CLI shows progress itself."""
+    import datasets
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def load_tokenizer(model: ModelRef) -> PreTrainedTokenizerBase:
+    """Load the model's tokenizer; a model that cannot be found is a :class:`TunerError`."""
+    try:
+        return AutoTokenizer.from_pretrained(model.location)
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        how = "the Hub is offline (HF_HUB_OFFLINE=1)" if offline else "no local copy or Hub access"
+        raise TunerError(
+            f"model '{model.spec}' cannot be loaded ({how}); pass --model with a local folder, "
+            "a Hub id in the local cache, or sentence-transformers/all-MiniLM-L6-v2 "
+            "(packaged)"
+        ) from exc
+
+
+def prepare(task: Task, model: ModelRef, config: Config) -> Prepared:
+    """Load and tokenise the data once for the whole study."""
+    quiet_libraries()
+    precision = hardware_precision(config.study.precision)
+    splits = task.load_splits(config.data)
+    tokenizer = load_tokenizer(model)
+    processed = task.preprocess(splits, tokenizer)
+    return Prepared(task, model, tokenizer, processed, precision)
+
+
+class PruningCallback(TrainerCallback):
+    """Reports each evaluation to the Optuna trial and stops training when it should prune.
+
+    Steps are evaluation indices (``epoch * evals_per_epoch``), so trials with different
+    batch sizes are compared at the same share of their training.
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str, evals_per_epoch: int) -> None:
+        self.trial = trial
+        self.key = f"eval_{metric}"
+        self.evals_per_epoch = evals_per_epoch
+        self.pruned_at: int | None = None
+        self.last_eval_step = -1
+        self.history: list[dict[str, float]] = []
+        self.final = False
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: Mapping[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not metrics or self.key not in metrics:
+            return
+        value = float(metrics[self.key])
+        step = max(1, round((state.epoch or 0) * self.evals_per_epoch))
+        self.last_eval_step = state.global_step
+        self.history.append({"step": step, "epoch": float(state.epoch or 0), "value": value})
+        if not math.isfinite(value):
+            raise TrialFailed(f"{self.key} is {value} at step {state.global_step}")
+        self.trial.report(value, step)
+        if not self.final and self.trial.should_prune():
+            self.pruned_at = step
+            control.should_training_stop = True
+
+
+class LossGuard(TrainerCallback):
+    """Fails the trial at the first NaN or infinite training loss."""
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: Mapping[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrialFailed(f"training loss is {loss} at step {state.global_step}")
+
+
+class ProgressCallback(TrainerCallback):
+    """Passes (step, max_steps) to the CLI's display."""
+
+    def __init__(self, report: ProgressFn) -> None:
+        self.report = report
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        self.report(0, state.max_steps)
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        self.report(state.global_step, state.max_steps)
+
+
+@dataclass
+class TrialOutcome:
+    value: float
+    metrics: dict[str, float]
+    model: PreTrainedModel
+    train_seconds: float
+    eval_history: list[dict[str, float]] = field(default_factory=list)
+    pruned_at: int | None = None
+
+
+def _steps_per_epoch(rows: int, params: Mapping[str, Any]) -> int:
+    batch = int(params.get("per_device_train_batch_size", 8))
+    accumulation = int(params.get("gradient_accumulation_steps", 1))
+    return max(1, math.ceil(math.ceil(rows / batch) / accumulation))
+
+
+def training_arguments(
+    params: Mapping[str, Any], config: Config, prepared: Prepared, seed: int, output_dir: str
+) -> TrainingArguments:
+    """The ``TrainingArguments`` of one trial: sampled values plus the core's settings."""
+    evals = config.train.evals_per_epoch
+    eval_steps = max(1, round(_steps_per_epoch(len(prepared.splits["train"]), params) / evals))
+    extra: dict[str, Any] = {}
+    if config.train.max_steps_per_trial is not None:
+        extra["max_steps"] = config.train.max_steps_per_trial
+    return TrainingArguments(
+        output_dir=output_dir,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="no",
+        logging_strategy="steps",
+        logging_steps=max(1, min(eval_steps, 10)),
+        logging_nan_inf_filter=False,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        fp16=prepared.precision == "fp16",
+        bf16=prepared.precision == "bf16",
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+        per_device_eval_batch_size=config.train.eval_batch_size,
+        train_sampling_strategy="group_by_length" if config.train.group_by_length else "random",
+        **{**dict(params), **extra},
+    )
+
+
+def run_trial(
+    trial: optuna.Trial,
+    params: Mapping[str, Any],
+    prepared: Prepared,
+    config: Config,
+    progress: ProgressFn | None = None,
+) -> TrialOutcome:
+    """Train one model with ``params`` and evaluate it.
+
+    Raises:
+        optuna.TrialPruned: the pruner stopped the trial.
+        TrialFailed: the loss or the metric became NaN or infinite.
+    """
+    task = prepared.task
+    seed = config.study.seed + trial.number
+    output_dir = tempfile.mkdtemp(prefix="tuner-trial-")
+    try:
+        transformers.set_seed(seed)
+        model = task.build_model(prepared.model.location)
+        args = training_arguments(params, config, prepared, seed, output_dir)
+        pruning = PruningCallback(trial, task.metric, config.train.evals_per_epoch)
+        callbacks: list[TrainerCallback] = [pruning, LossGuard()]
+        if progress is not None:
+            callbacks.append(ProgressCallback(progress))
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=prepared.splits["train"],
+            eval_dataset=prepared.splits["validation"],
+            processing_class=prepared.tokenizer,
+            data_collator=task.data_collator(prepared.tokenizer),
+            compute_metrics=task.compute_metrics,
+            callbacks=callbacks,
+        )
+        # disable_tqdm=True makes Trainer print every log dict; the CLI shows progress itself.
+        trainer.remove_callback(PrinterCallback)
+        started = time.perf_counter()
+        trainer.train()
+        if pruning.pruned_at is not None:
+            raise optuna.TrialPruned(f"pruned at evaluation {pruning.pruned_at}")
+        pruning.final = True
+        if pruning.last_eval_step != trainer.state.global_step:
+            trainer.evaluate()
+        seconds = time.perf_counter() - started
+        last = pruning.history[-1]["value"] if pruning.history else math.nan
+        metrics = _final_metrics(trainer)
+        return TrialOutcome(last, metrics, model, seconds, pruning.history)
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def _final_metrics(trainer: Trainer) -> dict[str, float]:
+    for entry in reversed(trainer.state.log_history):
+        if any(key.startswith("eval_") for key in entry):
+            return {
+                key.removeprefix("eval_"): float(value)
+                for key, value in entry.items()
+                if key.startswith("eval_") and isinstance(value, (int, float))
+            }
+    return {}
