@@ -29,10 +29,9 @@ def write_tiny_bert(folder: Path, words: list[str]) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = folder / "vocab.txt"
     pieces = [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz")
-    vocab.write_text("\n".join(SPECIAL + sorted(set(words)) + pieces) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tokens = SPECIAL + sorted(set(words) - set(pieces)) + pieces
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True)
     tokenizer.model_max_length = 64
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
@@ -55,7 +54,9 @@ def sentiment_rows(count: int, seed: int, string_labels: bool = True) -> list[di
         cue = rng.choice(POSITIVE if positive else NEGATIVE)
         words = rng.sample(NEUTRAL, 4) + [cue]
         rng.shuffle(words)
-        label: object = ("positive" if positive else "negative") if string_labels else int(positive)
+        label: object = (
+            ("positive" if positive else "negative") if string_labels else int(positive)
+        )
         rows.append({"text": " ".join(words), "label": label})
     return rows
 
@@ -78,7 +79,7 @@ def sentiment_data(tmp_path: Path) -> tuple[Path, Path]:
     return train, validation
 
 
-FAKE_TASK = '''
+FAKE_TASK = """
 from tuner.task import Task
 
 
@@ -98,7 +99,7 @@ class FakeTask(Task):
 
     def compute_metrics(self, eval_pred):
         return {{"score": 0.0}}
-'''
+"""
 
 
 @pytest.fixture

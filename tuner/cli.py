@@ -138,9 +138,7 @@ class LiveDisplay:
 
     def _status(self) -> str:
         c = self.counts
-        best = (
-            f"best {self.metric} {self.best[1]:.4f} (trial {self.best[0]})" if self.best else ""
-        )
+        best = f"best {self.metric} {self.best[1]:.4f} (trial {self.best[0]})" if self.best else ""
         return f"{c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed  {best}"
 
     def on_start(self, plan: SearchPlan, finished: int) -> None:

@@ -95,14 +95,14 @@ def _table(raw: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
 def _check_keys(table: Mapping[str, Any], known: set[str] | tuple[str, ...], where: str) -> None:
     for key in table:
         if key not in known:
-            raise _fail(
-                where, f"unknown key '{key}'; known keys: {', '.join(sorted(known))}"
-            )
+            raise _fail(where, f"unknown key '{key}'; known keys: {', '.join(sorted(known))}")
 
 
 def _positive_int(value: Any, where: str, allow_zero: bool = False) -> int:
-    ok = isinstance(value, int) and not isinstance(value, bool) and (
-        value >= 0 if allow_zero else value > 0
+    ok = (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and (value >= 0 if allow_zero else value > 0)
     )
     if not ok:
         kind = "a non-negative" if allow_zero else "a positive"
@@ -161,7 +161,9 @@ def load_config(config_path: Path | None, flags: Mapping[str, Any]) -> Config:
 
     study = _study(name, base, study_raw, task_raw, flags, task)
     train = _train(name, _table(raw, "train", f"{name}:"), task_raw.get("train", {}), task)
-    data = _data(name, base, _table(raw, "data", f"{name}:"), task_raw.get("data", {}), flags, task)
+    data = _data(
+        name, base, _table(raw, "data", f"{name}:"), task_raw.get("data", {}), flags, task
+    )
     layers: list[tuple[str, Mapping[str, Any]]] = []
     space_top = _table(raw, "space", f"{name}:")
     if space_top:

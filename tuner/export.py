@@ -98,9 +98,7 @@ def recover(dest: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def write_model(
-    dest: Path, model: Saveable, tokenizer: Saveable, info: ExportInfo
-) -> Path:
+def write_model(dest: Path, model: Saveable, tokenizer: Saveable, info: ExportInfo) -> Path:
     """Save model, tokenizer, ``tuner.json`` and a model card to ``dest``, atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{dest.name}-", dir=dest.parent))

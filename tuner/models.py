@@ -46,14 +46,16 @@ def resolve_model(spec: str) -> ModelRef:
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise TunerError(f"model folder {spec} has no config.json; is it a Hugging Face model?")
+            raise TunerError(
+                f"model folder {spec} has no config.json; is it a Hugging Face model?"
+            )
         return ModelRef(spec, str(path.resolve()), path.resolve().name)
     if spec.startswith("pkg:"):
         module = spec[4:]
         return ModelRef(spec, str(_package_dir(module, spec)), module, packaged=True)
-    module = PACKAGED_MODELS.get(spec)
-    if module is not None and importlib.util.find_spec(module) is not None:
-        return ModelRef(spec, str(_package_dir(module, spec)), spec.split("/")[-1], True)
+    packaged = PACKAGED_MODELS.get(spec)
+    if packaged is not None and importlib.util.find_spec(packaged) is not None:
+        return ModelRef(spec, str(_package_dir(packaged, spec)), spec.split("/")[-1], True)
     if path.suffix or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise TunerError(f"model folder {spec} not found")
     return ModelRef(spec, spec, spec.split("/")[-1])

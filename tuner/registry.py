@@ -37,9 +37,7 @@ def load_task_class(name: str) -> type[Task]:
     try:
         cls = entry.load()
     except Exception as exc:
-        raise TunerError(
-            f"task plugin '{name}' ({entry.value}) failed to import: {exc}"
-        ) from exc
+        raise TunerError(f"task plugin '{name}' ({entry.value}) failed to import: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise TunerError(f"task plugin '{name}' ({entry.value}) is not a tuner.task.Task")
     if getattr(cls, "name", None) != name:

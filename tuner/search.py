@@ -163,7 +163,7 @@ def open_study(plan: SearchPlan) -> optuna.Study:
     storage = open_storage(plan.storage)
     sampler = make_sampler(config.study.sampler, config.study.seed, plan.space)
     pruner = make_pruner(config.study.pruner, config.train.evals_per_epoch)
-    direction = plan.task.direction
+    direction = optuna.study.StudyDirection[plan.task.direction.upper()]
     try:
         study = optuna.create_study(
             study_name=plan.study_name,
@@ -279,7 +279,6 @@ def run_search(config: Config, events: SearchEvents | None = None) -> SearchResu
     plan = plan_search(config)
     where = f"{config.path or 'tuner.toml'}: [space]"
     check_space(plan.space, where)
-    open_storage(plan.storage)
     prepared = prepare(plan.task, plan.model, config)
     study = open_study(plan)
     objective = make_objective(plan, prepared, events)

@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from tuner.errors import TunerError
 
 if TYPE_CHECKING:
     import optuna
 
-Scalar = Union[int, float, str, bool]
+Scalar = int | float | str | bool
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Fixed:
     value: Scalar
 
 
-Param = Union[FloatRange, IntRange, Choice, Fixed]
+Param = FloatRange | IntRange | Choice | Fixed
 Space = dict[str, Param]
 
 # Ranges chosen so that a short budget is not spent on learning rates too small to move a
@@ -156,7 +156,9 @@ def merge_space(base: Space, overrides: Mapping[str, Any], where: str) -> Space:
     return merged
 
 
-def build_space(task_overrides: Mapping[str, Any], layers: list[tuple[str, Mapping[str, Any]]]) -> Space:
+def build_space(
+    task_overrides: Mapping[str, Any], layers: list[tuple[str, Mapping[str, Any]]]
+) -> Space:
     """The default space, then the task's overrides, then each config layer in order."""
     space = merge_space(DEFAULT_SPACE, task_overrides, "task search_space()")
     for where, table in layers:
@@ -236,4 +238,3 @@ def describe(spec: Param) -> str:
     scale = " log" if spec.log else ""
     step = f" step {spec.step}" if spec.step not in (None, 1) else ""
     return f"[{spec.low:g}, {spec.high:g}]{scale}{step}"
-

@@ -66,7 +66,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
     try:
         if url.startswith(("redis://", "rediss://", "unix://")):
-            backend = optuna.storages.journal.JournalRedisBackend(url)
+            from optuna.storages.journal import JournalRedisBackend
+
+            backend = JournalRedisBackend(url)
             return optuna.storages.JournalStorage(backend)
         engine_kwargs: dict[str, Any] = {}
         if url.startswith("sqlite:"):

@@ -252,4 +252,3 @@ def source_name(data: DataSpec, split: str) -> str:
     """The file or data set a split comes from, for messages."""
     path = data.train if split == "train" else data.validation
     return str(path) if path is not None else f"{data.dataset}[{split}]"
-

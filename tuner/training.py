@@ -20,8 +20,8 @@ import torch
 import transformers
 from transformers import (
     AutoTokenizer,
-    PrinterCallback,
     PreTrainedTokenizerBase,
+    PrinterCallback,
     Trainer,
     TrainerCallback,
     TrainerControl,
@@ -96,7 +96,7 @@ def check_space(space: Space, where: str) -> None:
                 raise TunerError(
                     f"{where} {name}: not a TrainingArguments field that can be searched{hint}"
                 )
-            values = (
+            values: list[Any] = (
                 [spec.value]
                 if isinstance(spec, Fixed)
                 else list(spec.choices)
@@ -105,10 +105,13 @@ def check_space(space: Space, where: str) -> None:
             )
             for value in values:
                 try:
-                    TrainingArguments(output_dir=scratch, report_to="none", **{name: value})
+                    overrides: dict[str, Any] = {name: value}
+                    TrainingArguments(output_dir=scratch, report_to="none", **overrides)
                 except Exception as exc:
                     reason = str(exc).splitlines()[0]
-                    raise TunerError(f"{where} {name}: value {value!r} is rejected: {reason}") from exc
+                    raise TunerError(
+                        f"{where} {name}: value {value!r} is rejected: {reason}"
+                    ) from exc
 
 
 def select_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:

@@ -116,7 +116,10 @@ class SentimentTask(Task):
             logits = logits[0]
         predicted = np.asarray(logits).argmax(axis=-1)
         gold = np.asarray(eval_pred.label_ids)
-        return {"accuracy": float((predicted == gold).mean()), "macro_f1": _macro_f1(predicted, gold)}
+        return {
+            "accuracy": float((predicted == gold).mean()),
+            "macro_f1": _macro_f1(predicted, gold),
+        }
 
 
 def _ints(rows: datasets.Dataset, column: str, data: DataSpec) -> list[int]:

@@ -90,15 +90,36 @@ def test_invalid_toml_names_file_and_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[study]\ntask = "sentiment"\ntrials = "forty"\n', r'\[study\] trials must be a positive integer, got .forty.'),
-        ('[study]\ntask = "sentiment"\ntrials = 0\n', r"\[study\] trials must be a positive integer"),
-        ('[study]\ntask = "sentiment"\nsampler = "bayes"\n', r"\[study\] sampler must be one of tpe, random"),
-        ('[study]\ntask = "sentiment"\npruner = "early"\n', r"\[study\] pruner must be one of median"),
+        (
+            '[study]\ntask = "sentiment"\ntrials = "forty"\n',
+            r"\[study\] trials must be a positive integer, got .forty.",
+        ),
+        (
+            '[study]\ntask = "sentiment"\ntrials = 0\n',
+            r"\[study\] trials must be a positive integer",
+        ),
+        (
+            '[study]\ntask = "sentiment"\nsampler = "bayes"\n',
+            r"\[study\] sampler must be one of tpe, random",
+        ),
+        (
+            '[study]\ntask = "sentiment"\npruner = "early"\n',
+            r"\[study\] pruner must be one of median",
+        ),
         ('[study]\ntask = "sentiment"\ncolour = "red"\n', r"\[study\] unknown key 'colour'"),
         ('[study]\ntask = "sentiment"\n[datas]\n', r"unknown key 'datas'"),
-        ('[study]\ntask = "sentiment"\n[train]\nevals_per_epoch = 0\n', r"\[train\] evals_per_epoch must be a positive integer"),
-        ('[study]\ntask = "sentiment"\n[data]\nmax_train_rows = -5\n', r"\[data\] max_train_rows must be a positive integer"),
-        ('[study]\ntask = "sentiment"\n[tasks.sentiment]\nsampler = "tpe"\n', r"\[tasks.sentiment\] unknown key 'sampler'"),
+        (
+            '[study]\ntask = "sentiment"\n[train]\nevals_per_epoch = 0\n',
+            r"\[train\] evals_per_epoch must be a positive integer",
+        ),
+        (
+            '[study]\ntask = "sentiment"\n[data]\nmax_train_rows = -5\n',
+            r"\[data\] max_train_rows must be a positive integer",
+        ),
+        (
+            '[study]\ntask = "sentiment"\n[tasks.sentiment]\nsampler = "tpe"\n',
+            r"\[tasks.sentiment\] unknown key 'sampler'",
+        ),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -47,7 +47,7 @@ def test_write_model_writes_info_and_card(tmp_path: Path) -> None:
     dest = write_model(tmp_path / "best", FakeModel("a"), FakeModel("tok"), info(0.7, 3))
     data = json.loads((dest / "tuner.json").read_text())
     assert data["trial"] == 3 and data["value"] == 0.7 and data["labels"] == ["neg", "pos"]
-    assert "pipeline(\"text-classification\"" in (dest / "README.md").read_text()
+    assert 'pipeline("text-classification"' in (dest / "README.md").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
 
 

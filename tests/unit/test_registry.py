@@ -15,7 +15,9 @@ def test_built_in_tasks_come_from_entry_points() -> None:
 
 
 def test_unknown_task_lists_the_known_ones() -> None:
-    with pytest.raises(TunerError, match=r"unknown task 'sentimnet'; installed tasks: .*sentiment"):
+    with pytest.raises(
+        TunerError, match=r"unknown task 'sentimnet'; installed tasks: .*sentiment"
+    ):
         load_task_class("sentimnet")
 
 
@@ -33,5 +35,7 @@ def test_plugin_with_wrong_name_is_rejected(fake_plugin_factory) -> None:  # typ
 
 def test_task_rejects_unknown_options() -> None:
     cls = load_task_class("sentiment")
-    with pytest.raises(TunerError, match=r"\[data\] text_col is not an option of task 'sentiment'"):
+    with pytest.raises(
+        TunerError, match=r"\[data\] text_col is not an option of task 'sentiment'"
+    ):
         cls({"text_col": "x"})

@@ -116,10 +116,18 @@ def test_check_space_accepts_the_default_and_added_fields() -> None:
 @pytest.mark.parametrize(
     ("name", "spec", "message"),
     [
-        ("warmup_ratio", FloatRange(0.0, 0.1), r"\[space\] warmup_ratio: not a TrainingArguments field"),
+        (
+            "warmup_ratio",
+            FloatRange(0.0, 0.1),
+            r"\[space\] warmup_ratio: not a TrainingArguments field",
+        ),
         ("learning_rte", Fixed(0.1), r"\[space\] learning_rte: not a TrainingArguments field"),
         ("output_dir", Fixed("x"), "set by tuner itself"),
-        ("lr_scheduler_type", Choice(("linear", "wobbly")), r"lr_scheduler_type: value 'wobbly' is rejected"),
+        (
+            "lr_scheduler_type",
+            Choice(("linear", "wobbly")),
+            r"lr_scheduler_type: value 'wobbly' is rejected",
+        ),
     ],
 )
 def test_check_space_errors(name: str, spec: Any, message: str) -> None:
