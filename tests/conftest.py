@@ -116,11 +116,12 @@ def fake_plugin_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # typ
     monkeypatch.syspath_prepend(str(root))
     made: list[str] = []
 
-    def make(name: str, class_name_attr: str | None = None) -> str:
+    def make(name: str, class_name_attr: str | None = None, source: str | None = None) -> str:
         module = f"tuner_fake_{name}"
         package = root / module
         package.mkdir()
-        (package / "__init__.py").write_text(FAKE_TASK.format(name=class_name_attr or name))
+        text = source if source is not None else FAKE_TASK
+        (package / "__init__.py").write_text(text.format(name=class_name_attr or name))
         info = root / f"{module}-0.1.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")

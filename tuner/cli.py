@@ -89,7 +89,8 @@ def search(config_path: Path | None, quiet: bool, **flags: Any) -> None:
     from tuner.search import run_search
 
     config = load_config(config_path, flags)
-    console = Console(stderr=False)
+    # Paths and commands in the output must stay copyable: never wrap them.
+    console = Console(soft_wrap=True)
     if quiet:
         result = run_search(config)
     else:

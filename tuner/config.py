@@ -140,6 +140,8 @@ def load_config(config_path: Path | None, flags: Mapping[str, Any]) -> Config:
         TunerError: the file cannot be parsed, or a key or value is invalid.
     """
     flags = {k: v for k, v in flags.items() if v is not None}
+    if "study_name" in flags:
+        flags["name"] = flags.pop("study_name")
     if config_path is None and DEFAULT_CONFIG.is_file():
         config_path = DEFAULT_CONFIG
     raw: dict[str, Any] = read_toml(config_path) if config_path is not None else {}
@@ -196,7 +198,8 @@ def _study(
     for key, value in flags.items():
         if key in known and key != "task":
             value = str(value) if isinstance(value, Path) else value
-            values[key] = _study_value(key, value, f"--{key.replace('_', '-')}", Path("."))
+            flag = "--study-name" if key == "name" else f"--{key.replace('_', '-')}"
+            values[key] = _study_value(key, value, flag, Path("."))
     return StudyConfig(**values)
 
 

@@ -102,6 +102,8 @@ def parse_param(name: str, value: Any, where: str, base: Param | None = None) ->
         default = value.get("default")
         if default is not None and default not in choices:
             raise TunerError(f"{where}.default {default!r} is not one of the choices")
+        if default is None and isinstance(base, Choice) and base.default in choices:
+            default = base.default
         return Choice(tuple(choices), default)
     unknown = sorted(set(value) - _RANGE_KEYS)
     if unknown:
@@ -115,9 +117,13 @@ def parse_param(name: str, value: Any, where: str, base: Param | None = None) ->
             "high": base.high,
             "log": base.log,
             "step": base.step,
-            **({"default": base.default} if "low" not in value and "high" not in value else {}),
             **fields,
         }
+        inherited = base.default
+        if "default" not in value and inherited is not None:
+            fields["default"] = (
+                inherited if fields["low"] <= inherited <= fields["high"] else None
+            )
     for key in ("low", "high"):
         if key not in fields:
             raise TunerError(f"{where}: a range needs both low and high (missing {key})")

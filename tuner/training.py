@@ -201,6 +201,7 @@ class PruningCallback(TrainerCallback):
         self.last_eval_step = -1
         self.history: list[dict[str, float]] = []
         self.final = False
+        self.reported: set[int] = set()
 
     def on_evaluate(
         self,
@@ -218,7 +219,9 @@ class PruningCallback(TrainerCallback):
         self.history.append({"step": step, "epoch": float(state.epoch or 0), "value": value})
         if not math.isfinite(value):
             raise TrialFailed(f"{self.key} is {value} at step {state.global_step}")
-        self.trial.report(value, step)
+        if step not in self.reported:
+            self.reported.add(step)
+            self.trial.report(value, step)
         if not self.final and self.trial.should_prune():
             self.pruned_at = step
             control.should_training_stop = True

@@ -117,3 +117,19 @@ def test_describe() -> None:
     assert describe(FloatRange(1e-5, 1e-3, log=True)) == "[1e-05, 0.001] log"
     assert describe(Choice((8, 16))) == "{8, 16}"
     assert describe(Fixed(3)) == "= 3"
+
+
+def test_an_override_keeps_the_base_default_when_it_still_fits() -> None:
+    space = merge_space(
+        DEFAULT_SPACE,
+        {
+            "per_device_train_batch_size": [8, 16],
+            "learning_rate": {"low": 1e-4, "high": 1e-3},
+            "num_train_epochs": {"low": 1, "high": 5},
+        },
+        "[space]",
+    )
+    assert default_point(space)["per_device_train_batch_size"] == 16
+    assert space["num_train_epochs"] == IntRange(1, 5, default=3)
+    lr = space["learning_rate"]
+    assert isinstance(lr, FloatRange) and lr.default is None and lr.log
