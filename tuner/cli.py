@@ -131,7 +131,6 @@ class LiveDisplay:
         self.trial_bar = self.progress.add_task("trial", total=1, status="", visible=False)
 
     def __enter__(self) -> LiveDisplay:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -154,6 +153,8 @@ class LiveDisplay:
         if finished:
             self.console.print(f"continuing: {finished} of {self.target} trials already finished")
         self.progress.update(self.study_bar, completed=finished, status=self._status())
+        # Started only now, so that input errors found while planning print alone.
+        self.progress.start()
 
     def on_trial_start(self, number: int, params: dict[str, Any]) -> None:
         self.progress.update(

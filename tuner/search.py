@@ -224,6 +224,14 @@ def _fail_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")[:500]
 
 
+def _label_names(model: Any) -> tuple[str, ...]:
+    """The model's label names; none for heads without labels (transformers' LABEL_<i>)."""
+    names = tuple(str(v) for v in getattr(model.config, "id2label", {}).values())
+    if all(name == f"LABEL_{i}" for i, name in enumerate(names)):
+        return ()
+    return names
+
+
 def make_objective(
     plan: SearchPlan, prepared: Prepared, events: SearchEvents
 ) -> Callable[[optuna.Trial], float]:
@@ -255,7 +263,7 @@ def make_objective(
             params=params,
             metrics=outcome.metrics,
             pipeline_task=plan.task.pipeline_task,
-            labels=tuple(getattr(outcome.model.config, "id2label", {}).values()),
+            labels=_label_names(outcome.model),
         )
         exported = export_if_best(
             plan.best_dir, outcome.model, prepared.tokenizer, info, _stored_best(trial.study)

@@ -121,9 +121,7 @@ def parse_param(name: str, value: Any, where: str, base: Param | None = None) ->
         }
         inherited = base.default
         if "default" not in value and inherited is not None:
-            fields["default"] = (
-                inherited if fields["low"] <= inherited <= fields["high"] else None
-            )
+            fields["default"] = inherited if fields["low"] <= inherited <= fields["high"] else None
     for key in ("low", "high"):
         if key not in fields:
             raise TunerError(f"{where}: a range needs both low and high (missing {key})")

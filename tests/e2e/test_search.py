@@ -75,7 +75,9 @@ def test_three_trials_then_resume_to_five(tmp_path: Path, project: list[str]) ->
     assert study.trials[0].params["warmup_steps"] == 0.0
     assert study.trials[0].params["per_device_train_batch_size"] == 16
 
-    search(tmp_path, *project, "--trials", "5")
+    out = search(tmp_path, *[a for a in project if a != "--quiet"], "--trials", "5")
+    assert "continuing: 3 of 5 trials already finished" in out
+    assert "This run" in out and "best trial" in out
     study = load(tmp_path / "studies", "demo")
     assert len([t for t in study.trials if t.state.is_finished()]) == 5
     assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
