@@ -144,12 +144,16 @@ def make_sampler(name: str, seed: int, space: Space) -> optuna.samplers.BaseSamp
 
 
 def make_pruner(name: str, evals_per_epoch: int) -> optuna.pruners.BasePruner:
+    # Nothing is pruned within the first epoch: the first evaluations of a pretrained encoder
+    # with a fresh head mostly sit at the majority class, whatever the parameters.
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=evals_per_epoch)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=evals_per_epoch, reduction_factor=3)
     if name == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=evals_per_epoch, reduction_factor=3
+        )
     if name == "wilcoxon":
         return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=evals_per_epoch)
     if name == "none":

@@ -106,8 +106,8 @@ def test_best_model_loads_in_a_pipeline_with_the_data_labels(
 
 
 def test_a_run_built_to_prune_prunes(tmp_path: Path, tiny_model: Path) -> None:
-    # Half the trials learn (a high learning rate), half cannot (a vanishing one); once three
-    # trials have completed, the median pruner stops the hopeless ones early.
+    # Half the trials learn (a high learning rate), half cannot (a vanishing one); once five
+    # trials have completed, the median pruner stops the hopeless ones after their first epoch.
     train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(96, seed=3))
     validation = write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(32, seed=4))
     config = tmp_path / "prune.toml"
@@ -131,7 +131,7 @@ label_smoothing_factor = 0.0
         "--task", "sentiment", "--model", str(tiny_model),
         "--train", str(train), "--validation", str(validation),
         "--studies-dir", str(tmp_path / "studies"), "--study-name", "prune",
-        "--config", str(config), "--trials", "7", "--quiet",
+        "--config", str(config), "--trials", "10", "--quiet",
     )  # fmt: skip
     study = load(tmp_path / "studies", "prune")
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
