@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +41,8 @@ class ExportInfo:
     metrics: Mapping[str, float]
     pipeline_task: str
     labels: tuple[str, ...] = ()
+    pipeline_import: str = ""
+    pipeline_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +57,8 @@ class ExportInfo:
             "metrics": dict(self.metrics),
             "pipeline_task": self.pipeline_task,
             "labels": list(self.labels),
+            "pipeline_import": self.pipeline_import,
+            "pipeline_kwargs": dict(self.pipeline_kwargs),
         }
 
 
@@ -157,6 +161,12 @@ def model_card(info: ExportInfo) -> str:
     params = "\n".join(f"| `{k}` | `{v!r}` |" for k, v in sorted(info.params.items()))
     metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(info.metrics.items()))
     labels = ", ".join(f"`{label}`" for label in info.labels) or "none"
+    setup = (
+        f"import {info.pipeline_import}  # registers the pipeline\n"
+        if info.pipeline_import
+        else ""
+    )
+    options = "".join(f", {k}={v!r}" for k, v in info.pipeline_kwargs.items())
     return f"""---
 library_name: transformers
 base_model: {info.base_model}
@@ -176,9 +186,9 @@ Labels: {labels}
 ## Use
 
 ```python
-from transformers import pipeline
+{setup}from transformers import pipeline
 
-predict = pipeline("{info.pipeline_task}", model="path/to/this/folder")
+predict = pipeline("{info.pipeline_task}", model="path/to/this/folder"{options})
 ```
 
 ## Hyperparameters

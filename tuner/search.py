@@ -268,6 +268,8 @@ def make_objective(
             metrics=outcome.metrics,
             pipeline_task=plan.task.pipeline_task,
             labels=_label_names(outcome.model),
+            pipeline_import=plan.task.pipeline_import,
+            pipeline_kwargs=plan.task.pipeline_kwargs(),
         )
         exported = export_if_best(
             plan.best_dir, outcome.model, prepared.tokenizer, info, _stored_best(trial.study)

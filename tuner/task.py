@@ -63,6 +63,8 @@ class Task(abc.ABC):
         metric: The key of ``compute_metrics``'s result that the study optimises.
         direction: ``"maximize"`` or ``"minimize"``.
         pipeline_task: The ``transformers.pipeline`` task name the exported model serves.
+        pipeline_import: A module to import first when the plugin registers that pipeline
+            itself (empty when transformers has it).
         option_defaults: The task's own ``[data]`` keys with their defaults; any other key
             under ``[data]`` is an error.
     """
@@ -72,6 +74,7 @@ class Task(abc.ABC):
     metric: ClassVar[str]
     direction: ClassVar[str] = "maximize"
     pipeline_task: ClassVar[str] = ""
+    pipeline_import: ClassVar[str] = ""
     option_defaults: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
@@ -139,6 +142,14 @@ class Task(abc.ABC):
 
         Returns:
             A mapping in the form of the ``[space]`` table of ``tuner.toml``.
+        """
+        return {}
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments the exported model's pipeline needs to predict as it was scored.
+
+        Returns:
+            Written to the model card and ``tuner.json``; empty by default.
         """
         return {}
 

@@ -36,7 +36,10 @@ class QaTask(Task):
     default_model = "sentence-transformers/all-MiniLM-L6-v2"
     metric = "f1"
     direction = "maximize"
-    pipeline_task = "question-answering"
+    # transformers 5 dropped its "question-answering" pipeline; tuner_qa.pipeline registers
+    # this one, which decodes windows exactly as compute_metrics does.
+    pipeline_task = "extractive-question-answering"
+    pipeline_import = "tuner_qa.pipeline"
     option_defaults = {
         "id_column": "id",
         "context_column": "context",
@@ -235,6 +238,12 @@ class QaTask(Task):
                     f"{max_length} tokens overlapping by {stride}; shorten the question, raise "
                     "[data] max_length or lower [data] doc_stride"
                 )
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        return {
+            key: self.options[key]
+            for key in ("max_length", "doc_stride", "n_best", "max_answer_length")
+        }
 
     def build_model(self, model_name: str) -> PreTrainedModel:
         from transformers import AutoModelForQuestionAnswering

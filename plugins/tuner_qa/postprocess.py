@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Offsets", "best_answers"]
+__all__ = ["Offsets", "Span", "best_answers", "best_spans"]
 
 # Character span of each token of a window; None for tokens outside the context.
 Offsets = Sequence[tuple[int, int] | Sequence[int] | None]
+# The best answer of a question: (score, first character, end character) in its context.
+Span = tuple[float, int, int]
 
 
 def best_answers(
@@ -23,6 +25,30 @@ def best_answers(
     n_best: int = 20,
     max_answer_length: int = 30,
 ) -> list[str]:
+    """The text of each question's best span; see :func:`best_spans`, ``""`` where none."""
+    spans = best_spans(
+        start_logits,
+        end_logits,
+        feature_examples,
+        feature_offsets,
+        len(contexts),
+        n_best,
+        max_answer_length,
+    )
+    return [
+        contexts[i][span[1] : span[2]] if span is not None else "" for i, span in enumerate(spans)
+    ]
+
+
+def best_spans(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    feature_examples: Sequence[int],
+    feature_offsets: Sequence[Offsets],
+    questions: int,
+    n_best: int = 20,
+    max_answer_length: int = 30,
+) -> list[Span | None]:
     """Pick the highest-scoring span of each question over all of its windows.
 
     A span's score is its start logit plus its end logit. Only context tokens are
@@ -36,12 +62,13 @@ def best_answers(
         feature_examples: For each window, the index of its question in ``contexts``.
         feature_offsets: For each window, the character span of each token, ``None`` outside
             the context.
-        contexts: The context of each question.
+        questions: How many questions the windows belong to.
         n_best: Starts and ends considered per window.
         max_answer_length: The longest answer, in tokens.
 
     Returns:
-        One answer per question; ``""`` when no window has a valid span.
+        Per question, ``(score, start, end)`` in characters of its context, or ``None`` when
+        no window has a valid span.
     """
     import numpy as np
 
@@ -50,7 +77,7 @@ def best_answers(
             f"{len(start_logits)} start and {len(end_logits)} end logit rows for "
             f"{len(feature_offsets)} windows; the predictions do not match the evaluation data"
         )
-    best: list[tuple[float, str] | None] = [None] * len(contexts)
+    best: list[Span | None] = [None] * questions
     for row, (example, offsets) in enumerate(zip(feature_examples, feature_offsets, strict=True)):
         width = min(len(offsets), len(start_logits[row]))
         candidates = np.array([i for i in range(width) if offsets[i] is not None], dtype=np.int64)
@@ -70,5 +97,5 @@ def best_answers(
                 if current is None or score > current[0]:
                     first, last = offsets[start], offsets[end]
                     assert first is not None and last is not None
-                    best[example] = (score, contexts[example][first[0] : last[1]])
-    return [entry[1] if entry is not None else "" for entry in best]
+                    best[example] = (score, int(first[0]), int(last[1]))
+    return best

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import random
 import sqlite3
+import sys
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -408,23 +410,29 @@ def test_qa_search_end_to_end(
     assert info["task"] == "qa"
 
     best_dir = studies / "qa-tiny-bert" / "best"
+    assert info["pipeline_task"] == "extractive-question-answering"
+    importlib.import_module(info["pipeline_import"])
+    from transformers import pipeline
+
+    qa_pipeline = pipeline(info["pipeline_task"], model=str(best_dir), **info["pipeline_kwargs"])
+    assert "import tuner_qa.pipeline" in (best_dir / "README.md").read_text()
     for row in qa_rows(2, seed=4):
         context = str(row["context"])
         answer = answer_question(best_dir, str(row["question"]), context)
         assert answer, "a context span is always picked"
         assert answer in context
+        served = qa_pipeline(question=str(row["question"]), context=context)
+        assert served["answer"] == answer
+        assert context[served["start"] : served["end"]] == answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transformers 5 removed the question-answering pipeline, which QaTask.pipeline_task "
-    "names and the exported model card tells users to call",
-)
 def test_qa_export_names_a_pipeline_that_exists() -> None:
     from transformers.pipelines import get_supported_tasks
 
     from tuner_qa import QaTask
 
+    assert QaTask.pipeline_task not in get_supported_tasks() or "tuner_qa.pipeline" in sys.modules
+    importlib.import_module(QaTask.pipeline_import)
     assert QaTask.pipeline_task in get_supported_tasks()
 
 
