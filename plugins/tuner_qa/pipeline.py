@@ -35,10 +35,10 @@ class ExtractiveQuestionAnsweringPipeline(Pipeline):
     for the windows, ``n_best`` (20) and ``max_answer_length`` (30 tokens) for the spans.
     """
 
-    _load_processor = False
-    _load_image_processor = False
-    _load_feature_extractor = False
-    _load_tokenizer = True
+    _load_processor = False  # type: ignore[assignment]
+    _load_image_processor = False  # type: ignore[assignment]
+    _load_feature_extractor = False  # type: ignore[assignment]
+    _load_tokenizer = True  # type: ignore[assignment]
 
     def _sanitize_parameters(
         self,
@@ -70,7 +70,7 @@ class ExtractiveQuestionAnsweringPipeline(Pipeline):
             inputs = {"question": question, "context": context}
         return super().__call__(inputs, **kwargs)
 
-    def preprocess(
+    def preprocess(  # type: ignore[override]
         self, inputs: dict[str, str], max_length: int = 384, doc_stride: int = 128
     ) -> dict[str, Any]:
         tokenizer = self.tokenizer
@@ -103,7 +103,7 @@ class ExtractiveQuestionAnsweringPipeline(Pipeline):
             "context": inputs["context"],
         }
 
-    def _forward(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    def _forward(self, inputs: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
         output = self.model(**inputs["model_inputs"])
         return {
             "start_logits": output.start_logits,
@@ -112,7 +112,7 @@ class ExtractiveQuestionAnsweringPipeline(Pipeline):
             "context": inputs["context"],
         }
 
-    def postprocess(
+    def postprocess(  # type: ignore[override]
         self, outputs: dict[str, Any], n_best: int = 20, max_answer_length: int = 30
     ) -> dict[str, Any]:
         start = outputs["start_logits"].float().numpy()
