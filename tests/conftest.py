@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -114,6 +115,9 @@ def fake_plugin_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # typ
     root = tmp_path / "site"
     root.mkdir()
     monkeypatch.syspath_prepend(str(root))
+    # Worker processes started by the test find the plugins too.
+    paths = [str(root), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
     made: list[str] = []
 
     def make(name: str, class_name_attr: str | None = None, source: str | None = None) -> str:

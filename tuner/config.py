@@ -49,6 +49,12 @@ class StudyConfig:
     precision: str = "auto"
     start_from_defaults: bool = True
     max_failures_in_a_row: int = 3
+    workers: int = 1
+    gpus: str | None = None
+    worker_index: int | None = None
+    heartbeat_seconds: int = 30
+    grace_seconds: int = 120
+    max_retries: int = 1
 
 
 @dataclass(frozen=True)
@@ -204,8 +210,23 @@ def _study(
 
 
 def _study_value(key: str, value: Any, where: str, base: Path) -> Any:
-    if key in ("trials", "seed", "max_failures_in_a_row"):
-        return _positive_int(value, where, allow_zero=key == "seed")
+    if key in (
+        "trials",
+        "seed",
+        "max_failures_in_a_row",
+        "workers",
+        "worker_index",
+        "heartbeat_seconds",
+        "grace_seconds",
+        "max_retries",
+    ):
+        zero_ok = key in ("seed", "worker_index", "max_retries")
+        return _positive_int(value, where, allow_zero=zero_ok)
+    if key == "gpus":
+        text = _string(str(value), where)
+        if text != "all" and not all(part.strip().isdigit() for part in text.split(",")):
+            raise _fail(where, f"must be 'all' or GPU indices like 0,1,3, got {value!r}")
+        return text
     if key == "timeout":
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
             raise _fail(where, f"must be a positive number of seconds, got {value!r}")

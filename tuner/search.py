@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config import Config
@@ -17,7 +20,14 @@ from tuner.errors import TunerError
 from tuner.models import ModelRef, resolve_model
 from tuner.registry import load_task_class
 from tuner.space import Space, build_space, default_point, grid, suggest
-from tuner.storage import open_storage, redact, storage_url
+from tuner.storage import (
+    JournalHeartbeat,
+    StudyLock,
+    is_journal,
+    open_storage,
+    redact,
+    storage_url,
+)
 
 if TYPE_CHECKING:
     from tuner.task import Task
@@ -161,11 +171,26 @@ def make_pruner(name: str, evals_per_epoch: int) -> optuna.pruners.BasePruner:
     raise TunerError(f"unknown pruner '{name}'")
 
 
-def open_study(plan: SearchPlan) -> optuna.Study:
+def worker_index(config: Config) -> int:
+    """This worker's index: ``--worker-index``, else a scheduler's array index, else 0.
+
+    It offsets the sampler's seed, so that workers started together do not draw the same
+    random parameters.
+    """
+    if config.study.worker_index is not None:
+        return config.study.worker_index
+    for name in ("TUNER_WORKER_INDEX", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def open_study(plan: SearchPlan, storage: optuna.storages.BaseStorage) -> optuna.Study:
     """Create the study, or load it and check it belongs to the same task."""
     config = plan.config
-    storage = open_storage(plan.storage)
-    sampler = make_sampler(config.study.sampler, config.study.seed, plan.space)
+    seed = config.study.seed + worker_index(config)
+    sampler = make_sampler(config.study.sampler, seed, plan.space)
     pruner = make_pruner(config.study.pruner, config.train.evals_per_epoch)
     direction = optuna.study.StudyDirection[plan.task.direction.upper()]
     try:
@@ -236,52 +261,124 @@ def _label_names(model: Any) -> tuple[str, ...]:
     return names
 
 
-def make_objective(
-    plan: SearchPlan, prepared: Prepared, events: SearchEvents
-) -> Callable[[optuna.Trial], float]:
-    from tuner.export import ExportInfo, export_if_best
-    from tuner.training import run_trial
+class BudgetedRetry:
+    """Queue a trial whose worker died again, with the same parameters, while the study
+    still has room for it under ``target`` (Optuna's retry callback does the queueing)."""
 
+    def __init__(self, target: int, max_retry: int) -> None:
+        self.target = target
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if len(study.get_trials(deepcopy=False)) < self.target:
+            self.retry(study, trial)
+
+
+def make_objective(
+    plan: SearchPlan,
+    prepared: Prepared | None,
+    events: SearchEvents,
+    on_created: Callable[[optuna.Trial], None],
+) -> Callable[[optuna.Trial], float]:
     def objective(trial: optuna.Trial) -> float:
+        on_created(trial)
         params = suggest(plan.space, trial)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         events.on_trial_start(trial.number, params)
         try:
-            outcome: TrialOutcome = run_trial(
-                trial, params, prepared, plan.config, events.on_progress
-            )
+            if prepared is None:
+                return _score(plan, trial, params)
+            return _train(plan, prepared, trial, params, events)
         except optuna.TrialPruned:
             raise
         except Exception as exc:
             trial.set_user_attr("fail_reason", _fail_reason(exc))
             raise
-        trial.set_user_attr("train_seconds", round(outcome.train_seconds, 3))
-        trial.set_user_attr("metrics", outcome.metrics)
-        info = ExportInfo(
-            study=plan.study_name,
-            trial=trial.number,
-            task=plan.task.name,
-            base_model=plan.model.spec,
-            metric=plan.task.metric,
-            direction=plan.task.direction,
-            value=outcome.value,
-            params=params,
-            metrics=outcome.metrics,
-            pipeline_task=plan.task.pipeline_task,
-            labels=_label_names(outcome.model),
-            pipeline_import=plan.task.pipeline_import,
-            pipeline_kwargs=plan.task.pipeline_kwargs(),
-        )
-        exported = export_if_best(
-            plan.best_dir, outcome.model, prepared.tokenizer, info, _stored_best(trial.study)
-        )
-        trial.set_user_attr("exported", exported)
-        return outcome.value
 
     return objective
 
 
+def _score(plan: SearchPlan, trial: optuna.Trial, params: dict[str, Any]) -> float:
+    """A task that does not train with Trainer scores the parameters itself."""
+
+    def report(step: int, value: float) -> None:
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step}")
+
+    started = time.perf_counter()
+    value = float(plan.task.score(params, report))
+    trial.set_user_attr("train_seconds", round(time.perf_counter() - started, 3))
+    return value
+
+
+def _train(
+    plan: SearchPlan,
+    prepared: Prepared,
+    trial: optuna.Trial,
+    params: dict[str, Any],
+    events: SearchEvents,
+) -> float:
+    from tuner.export import ExportInfo, export_if_best
+    from tuner.training import halved_batch, is_out_of_memory, release_memory, run_trial
+
+    try:
+        outcome: TrialOutcome = run_trial(trial, params, prepared, plan.config, events.on_progress)
+    except Exception as exc:
+        smaller = halved_batch(params)
+        if not is_out_of_memory(exc) or smaller is None:
+            raise
+        # Same effective batch in half the memory: half the batch, twice the accumulation.
+        release_memory()
+        trial.set_user_attr("oom_retry", {k: smaller[k] for k in OOM_KEYS})
+        try:
+            outcome = run_trial(trial, smaller, prepared, plan.config, events.on_progress)
+        except Exception as again:
+            if is_out_of_memory(again):
+                raise TrialOutOfMemory(
+                    f"out of memory at batch {params['per_device_train_batch_size']} and again "
+                    f"at {smaller['per_device_train_batch_size']}"
+                ) from again
+            raise
+    trial.set_user_attr("train_seconds", round(outcome.train_seconds, 3))
+    trial.set_user_attr("metrics", outcome.metrics)
+    info = ExportInfo(
+        study=plan.study_name,
+        trial=trial.number,
+        task=plan.task.name,
+        base_model=plan.model.spec,
+        metric=plan.task.metric,
+        direction=plan.task.direction,
+        value=outcome.value,
+        params=params,
+        metrics=outcome.metrics,
+        pipeline_task=plan.task.pipeline_task,
+        labels=_label_names(outcome.model),
+        pipeline_import=plan.task.pipeline_import,
+        pipeline_kwargs=plan.task.pipeline_kwargs(),
+    )
+    exported = export_if_best(
+        plan.best_dir, outcome.model, prepared.tokenizer, info, _stored_best(trial.study)
+    )
+    trial.set_user_attr("exported", exported)
+    return outcome.value
+
+
+OOM_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps")
+
+
+class TrialOutOfMemory(Exception):
+    """A trial ran out of memory even at half its batch size."""
+
+
 def run_search(config: Config, events: SearchEvents | None = None) -> SearchResult:
     """Run trials until the study holds ``config.study.trials`` finished ones.
+
+    Several processes (on one machine or many) may run this against one storage: trials are
+    created under a :class:`~tuner.storage.StudyLock`, so together they create exactly the
+    trials asked for.
 
     Raises:
         TunerError: invalid input (before the study is touched), or too many trials in a
@@ -291,15 +388,30 @@ def run_search(config: Config, events: SearchEvents | None = None) -> SearchResu
 
     events = events or NoEvents()
     plan = plan_search(config)
-    where = f"{config.path or 'tuner.toml'}: [space]"
-    check_space(plan.space, where)
-    prepared = prepare(plan.task, plan.model, config)
-    study = open_study(plan)
-    objective = make_objective(plan, prepared, events)
     target = config.study.trials
+    if plan.task.trains:
+        check_space(plan.space, f"{config.path or 'tuner.toml'}: [space]")
+        prepared: Prepared | None = prepare(plan.task, plan.model, config)
+    else:
+        plan.task.load_splits(config.data)
+        prepared = None
+    retry = BudgetedRetry(target, config.study.max_retries)
+    beat, grace = config.study.heartbeat_seconds, config.study.grace_seconds
+    storage = open_storage(plan.storage, beat, grace, retry)
+    study = open_study(plan, storage)
+    journal = JournalHeartbeat(storage, beat, grace) if is_journal(plan.storage) else None
+    lock = StudyLock(plan.storage, plan.study_name)
+    created: list[optuna.Trial] = []
+
+    def on_created(trial: optuna.Trial) -> None:
+        created.append(trial)
+        lock.release()
+
+    objective = make_objective(plan, prepared, events, on_created)
+    if journal is not None:
+        objective = _with_heartbeat(objective, journal)
     deadline = time.monotonic() + config.study.timeout if config.study.timeout else None
-    counts = _counts(study)
-    events.on_start(plan, sum(counts[s] for s in FINISHED))
+    events.on_start(plan, _finished(study))
     ran = 0
     failures_in_a_row = 0
     ours: list[FrozenTrial] = []
@@ -308,27 +420,34 @@ def run_search(config: Config, events: SearchEvents | None = None) -> SearchResu
         ours.append(trial)
         events.on_trial_end(trial)
 
-    while True:
-        counts = _counts(study)
-        if sum(counts[s] for s in FINISHED) + counts[TrialState.RUNNING] >= target:
-            break
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-        remaining = None if deadline is None else max(1.0, deadline - time.monotonic())
-        study.optimize(
-            objective,
-            n_trials=1,
-            timeout=remaining,
-            catch=(Exception,),
-            callbacks=[finished],
-            gc_after_trial=True,
-        )
+    while deadline is None or time.monotonic() < deadline:
+        lock.acquire()
+        try:
+            _fail_stale(study, journal, retry)
+            if not _needs_trials(study, target):
+                if not _counts(study)[TrialState.RUNNING]:
+                    break
+                # Trials of other workers are running: wait for them to finish, or to go
+                # stale and be queued again, which this worker then runs.
+                lock.release()
+                time.sleep(min(beat, 5))
+                continue
+            remaining = None if deadline is None else max(1.0, deadline - time.monotonic())
+            study.optimize(
+                objective,
+                n_trials=1,
+                timeout=remaining,
+                catch=(Exception,),
+                callbacks=[finished],
+                gc_after_trial=True,
+            )
+        finally:
+            lock.release()
         if not ours:
             break
         ran += 1
-        last = ours[-1]
+        last = ours.pop()
         failures_in_a_row = failures_in_a_row + 1 if last.state == TrialState.FAIL else 0
-        ours.clear()
         if failures_in_a_row >= config.study.max_failures_in_a_row:
             reason = last.user_attrs.get("fail_reason", "unknown")
             raise TunerError(
@@ -336,6 +455,57 @@ def run_search(config: Config, events: SearchEvents | None = None) -> SearchResu
                 f"study '{plan.study_name}' keeps them; fix the cause and run again"
             )
     return _result(study, plan, ran)
+
+
+LOST = "worker lost: no heartbeat within the grace period"
+
+
+def _fail_stale(
+    study: optuna.Study, journal: JournalHeartbeat | None, retry: BudgetedRetry
+) -> None:
+    """Optuna's ``fail_stale_trials``, recording why the trial failed before failing it."""
+    storage = study._storage
+    if journal is not None:
+        stale = journal.stale_ids(study)
+    elif isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
+        stale = storage._get_stale_trial_ids(study._study_id)
+    else:
+        return
+    for trial_id in stale:
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", LOST)
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                retry(study, storage.get_trial(trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+
+
+def _finished(study: optuna.Study) -> int:
+    counts = _counts(study)
+    return sum(counts[s] for s in FINISHED)
+
+
+def _needs_trials(study: optuna.Study, target: int) -> bool:
+    """Whether another trial may start: one is queued, or fewer than ``target`` exist.
+
+    Every trial that exists will finish (a running one, or one whose worker died and is
+    failed by the heartbeat), so creating trials only while fewer than ``target`` exist
+    makes the study end with exactly ``target`` finished trials.
+    """
+    counts = _counts(study)
+    if counts[TrialState.WAITING]:
+        return True
+    return sum(counts.values()) < target
+
+
+def _with_heartbeat(
+    objective: Callable[[optuna.Trial], float], journal: JournalHeartbeat
+) -> Callable[[optuna.Trial], float]:
+    def beating(trial: optuna.Trial) -> float:
+        with journal.beating(trial._trial_id):
+            return objective(trial)
+
+    return beating
 
 
 def _result(study: optuna.Study, plan: SearchPlan, ran: int) -> SearchResult:

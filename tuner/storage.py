@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 import warnings
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError
 
@@ -49,38 +54,51 @@ def _password(url: str) -> str | None:
     return credentials.split(":", 1)[1] if ":" in credentials else None
 
 
-@lru_cache(maxsize=8)
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def is_journal(url: str) -> bool:
+    """Whether ``url`` names an Optuna journal on Redis rather than a SQLAlchemy database."""
+    return url.startswith(("redis://", "rediss://", "unix://"))
+
+
+@lru_cache(maxsize=16)
+def open_storage(
+    url: str,
+    heartbeat_seconds: int = HEARTBEAT_SECONDS,
+    grace_seconds: int = GRACE_SECONDS,
+    stale_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+) -> optuna.storages.BaseStorage:
     """Open (creating tables if needed) the storage at ``url``.
 
-    Heartbeats are on: a trial whose worker died is marked FAIL after the grace period and
-    queued again with the same parameters.
+    On SQLAlchemy storages Optuna's heartbeat is on: a trial whose worker died is marked FAIL
+    after ``grace_seconds`` and handed to ``stale_callback`` (which may queue it again). Redis
+    journals have no heartbeat in Optuna; :class:`JournalHeartbeat` does the same for them.
 
     Raises:
         TunerError: unknown scheme, unreachable server or bad credentials; the message never
             shows the password.
     """
     shown = redact(url)
-    # Heartbeats and their retry callback are marked experimental; they are what we rely on.
+    # Heartbeats and the retry callback are marked experimental; they are what we rely on.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
     try:
-        if url.startswith(("redis://", "rediss://", "unix://")):
+        if is_journal(url):
+            import redis
             from optuna.storages.journal import JournalRedisBackend
 
-            backend = JournalRedisBackend(url)
-            return optuna.storages.JournalStorage(backend)
+            redis.Redis.from_url(url, socket_connect_timeout=10).ping()
+            return optuna.storages.JournalStorage(JournalRedisBackend(url))
         engine_kwargs: dict[str, Any] = {}
         if url.startswith("sqlite:"):
             engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_SECONDS}
         else:
             engine_kwargs["pool_pre_ping"] = True
+            if url.startswith("postgresql"):
+                engine_kwargs["connect_args"] = {"connect_timeout": 10}
         return optuna.storages.RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=retry,
+            heartbeat_interval=heartbeat_seconds,
+            grace_period=grace_seconds,
+            heartbeat_stale_trial_callback=stale_callback,
         )
     except ImportError as exc:
         raise TunerError(f"storage {shown}: a driver is missing ({exc.name}); install it") from exc
@@ -89,3 +107,129 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             f"storage {shown} cannot be opened: {_first_line(exc, url)}; check the URL "
             "(sqlite:///file.db, postgresql://user@host/db, redis://host:6379/0)"
         ) from exc
+
+
+class StudyLock:
+    """A lock shared by every worker of one study, on any machine that reaches its storage.
+
+    Held from "are trials still needed?" until the new trial exists, so that workers
+    together create exactly the trials asked for. SQLite: a file lock beside the database;
+    PostgreSQL: an advisory lock; MySQL: GET_LOCK; Redis: a Redis lock. Other databases get
+    no lock (at worst a trial or two too many when workers start trials at the same moment).
+    """
+
+    def __init__(self, url: str, study: str) -> None:
+        self.url = url
+        self.key = f"tuner:{study}"
+        self._release: Callable[[], None] | None = None
+
+    def acquire(self) -> None:
+        if self._release is not None:
+            return
+        url = self.url
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            self._release = _file_lock(Path(url[len("sqlite:///") :]).with_suffix(".lock"))
+        elif url.startswith("postgresql"):
+            self._release = _sql_lock(
+                url,
+                "SELECT pg_advisory_lock(hashtext(:key))",
+                "SELECT pg_advisory_unlock(hashtext(:key))",
+                self.key,
+            )
+        elif url.startswith("mysql"):
+            self._release = _sql_lock(
+                url, "SELECT GET_LOCK(:key, 600)", "SELECT RELEASE_LOCK(:key)", self.key
+            )
+        elif is_journal(url):
+            import redis
+
+            lock = redis.Redis.from_url(url).lock(f"{self.key}:lock", timeout=600)
+            lock.acquire()
+            self._release = lock.release
+        else:
+            self._release = lambda: None
+
+    def release(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
+def _file_lock(path: Path) -> Callable[[], None]:
+    import fcntl
+
+    handle = open(path, "a")  # noqa: SIM115 - closed by the returned release function
+    fcntl.flock(handle, fcntl.LOCK_EX)
+
+    def release() -> None:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+    return release
+
+
+@lru_cache(maxsize=4)
+def _engine(url: str) -> Any:
+    import sqlalchemy
+
+    return sqlalchemy.create_engine(url, pool_pre_ping=True, pool_size=1)
+
+
+def _sql_lock(url: str, lock: str, unlock: str, key: str) -> Callable[[], None]:
+    import sqlalchemy
+
+    connection = _engine(url).connect()
+    connection.execute(sqlalchemy.text(lock), {"key": key})
+
+    def release() -> None:
+        try:
+            connection.execute(sqlalchemy.text(unlock), {"key": key})
+        finally:
+            connection.close()
+
+    return release
+
+
+class JournalHeartbeat:
+    """Optuna's heartbeat for storages that lack one (the Redis journal).
+
+    A thread stamps the running trial's system attribute every ``interval`` seconds;
+    :meth:`stale_ids` finds RUNNING trials whose stamp is older than ``grace``, which the
+    search fails and queues again as Optuna's ``fail_stale_trials`` does for databases.
+    """
+
+    ATTR = "tuner:heartbeat"
+
+    def __init__(self, storage: optuna.storages.BaseStorage, interval: int, grace: int) -> None:
+        self.storage = storage
+        self.interval = interval
+        self.grace = grace
+
+    @contextlib.contextmanager
+    def beating(self, trial_id: int) -> Iterator[None]:
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.is_set():
+                self.storage.set_trial_system_attr(trial_id, self.ATTR, time.time())
+                stop.wait(self.interval)
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def stale_ids(self, study: optuna.Study) -> list[int]:
+        """RUNNING trials whose last stamp is older than the grace period."""
+        now = time.time()
+        stale = []
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            stamp = trial.system_attrs.get(self.ATTR)
+            started = trial.datetime_start.timestamp() if trial.datetime_start else now
+            last = stamp if isinstance(stamp, (int, float)) else started
+            if now - last > self.grace:
+                stale.append(trial._trial_id)
+        return stale

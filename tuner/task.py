@@ -9,7 +9,7 @@ that listing tasks stays fast.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -76,6 +76,7 @@ class Task(abc.ABC):
     pipeline_task: ClassVar[str] = ""
     pipeline_import: ClassVar[str] = ""
     option_defaults: ClassVar[Mapping[str, Any]] = {}
+    trains: ClassVar[bool] = True
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         """Create the task.
@@ -144,6 +145,19 @@ class Task(abc.ABC):
             A mapping in the form of the ``[space]`` table of ``tuner.toml``.
         """
         return {}
+
+    def score(self, params: Mapping[str, Any], report: Callable[[int, float], None]) -> float:
+        """Score ``params`` without ``Trainer``; only called when ``trains`` is ``False``.
+
+        Args:
+            params: The trial's parameters.
+            report: Call with ``(step, value)`` after each evaluation; it raises
+                ``optuna.TrialPruned`` when the pruner stops the trial.
+
+        Returns:
+            The value of ``metric``.
+        """
+        raise NotImplementedError(f"task '{self.name}' trains a model; it has no score()")
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         """Keyword arguments the exported model's pipeline needs to predict as it was scored.

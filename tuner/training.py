@@ -73,6 +73,36 @@ class TrialFailed(Exception):
     """A trial that cannot produce a result (NaN loss); the study goes on."""
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a device running out of memory (CUDA, MPS or the CPU allocator)."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def halved_batch(params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``params`` with half the per-device batch and twice the gradient accumulation, so the
+    effective batch is unchanged; ``None`` when the batch cannot be halved."""
+    batch = int(params.get("per_device_train_batch_size", 8))
+    if batch < 2:
+        return None
+    accumulation = int(params.get("gradient_accumulation_steps", 1))
+    return {
+        **params,
+        "per_device_train_batch_size": batch // 2,
+        "gradient_accumulation_steps": accumulation * 2,
+    }
+
+
+def release_memory() -> None:
+    """Give back what a failed trial held before trying again."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def trainable_fields() -> set[str]:
     """``TrainingArguments`` fields a search space may set."""
     return {f.name for f in dataclasses.fields(TrainingArguments) if f.init} - MANAGED_FIELDS
