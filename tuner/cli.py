@@ -85,7 +85,9 @@ def tasks() -> None:
 @click.option("--seed", type=int, help="Seed of the sampler and of trial 0 [default: 42].")
 @click.option("--workers", type=int, help="Worker processes on this machine [default: 1].")
 @click.option("--gpus", help="GPUs to spread workers over: all, or indices like 0,1.")
-@click.option("--worker-index", type=int, hidden=True, help="Offsets this worker's seed.")
+@click.option(
+    "--worker-index", type=int, help="Offsets this worker's sampler seed [default: 0]."
+)
 @click.option("--quiet", is_flag=True, help="Print only the result.")
 def search(config_path: Path | None, quiet: bool, **flags: Any) -> None:
     """Run (or continue) a hyperparameter search."""
@@ -261,11 +263,16 @@ SHOW_LAST = 100
 
 def _storage_options(command: click.decorators.FC) -> click.decorators.FC:
     command = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        help="Config file for [study] storage and studies_dir [default: ./tuner.toml if present].",
+    )(command)
+    command = click.option(
         "--studies-dir",
         type=click.Path(path_type=Path),
-        default=Path("studies"),
-        show_default=True,
-        help="Folder with tuner.db and one folder per study.",
+        help="Folder with tuner.db and one folder per study [default: [study] studies_dir, "
+        "else studies].",
     )(command)
     return click.option(
         "--storage",
@@ -297,14 +304,16 @@ def _when(moment: Any) -> str:
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
-def studies_command(storage: str | None, studies_dir: Path, fmt: str) -> None:
+def studies_command(
+    storage: str | None, studies_dir: Path | None, config_path: Path | None, fmt: str
+) -> None:
     """List the studies in the storage: task, model, trials, best value, last activity."""
     import json
 
     from tuner.storage import redact
-    from tuner.studies import list_studies, resolve_storage
+    from tuner.studies import list_studies, resolve_location
 
-    url = resolve_storage(storage, studies_dir)
+    url, _ = resolve_location(storage, studies_dir, config_path)
     summaries = list_studies(url)
     if fmt == "json":
         click.echo(json.dumps([s.as_json() for s in summaries], indent=2))
@@ -354,12 +363,18 @@ def studies_command(storage: str | None, studies_dir: Path, fmt: str) -> None:
 )
 @click.option("--no-importance", is_flag=True, help="Skip the parameter importances.")
 def show(
-    study: str, storage: str | None, studies_dir: Path, fmt: str, last: int, no_importance: bool
+    study: str,
+    storage: str | None,
+    studies_dir: Path | None,
+    config_path: Path | None,
+    fmt: str,
+    last: int,
+    no_importance: bool,
 ) -> None:
     """Show a study: its trials, the best trial and parameter importances."""
-    from tuner.studies import load_view, resolve_storage
+    from tuner.studies import load_view, resolve_location
 
-    url = resolve_storage(storage, studies_dir)
+    url, studies_dir = resolve_location(storage, studies_dir, config_path)
     importance = not no_importance and fmt != "csv"
     view = load_view(url, study, studies_dir, importance=importance)
     if fmt == "json":
@@ -489,12 +504,17 @@ def _show_importances(console: Console, importances: Importances | None) -> None
 )
 @_storage_options
 def export(
-    study: str, trial: int | None, to: Path | None, storage: str | None, studies_dir: Path
+    study: str,
+    trial: int | None,
+    to: Path | None,
+    storage: str | None,
+    studies_dir: Path | None,
+    config_path: Path | None,
 ) -> None:
     """Copy a kept model (the best trial's, or trial N's) with its tokenizer and card."""
-    from tuner.studies import export_trial, resolve_storage
+    from tuner.studies import export_trial, resolve_location
 
-    url = resolve_storage(storage, studies_dir)
+    url, studies_dir = resolve_location(storage, studies_dir, config_path)
     done = export_trial(url, studies_dir, study, trial, to)
     click.echo(f"exported trial {done.trial} of study {study} (from {done.source}) to {done.dest}")
 
@@ -507,12 +527,18 @@ def export(
     help="Folder for the plot files [default: <studies-dir>/<study>/plots].",
 )
 @_storage_options
-def plot(study: str, to: Path | None, storage: str | None, studies_dir: Path) -> None:
+def plot(
+    study: str,
+    to: Path | None,
+    storage: str | None,
+    studies_dir: Path | None,
+    config_path: Path | None,
+) -> None:
     """Write the study's plots as standalone HTML files and PNG images."""
     from tuner.plots import write_plots
-    from tuner.studies import resolve_storage
+    from tuner.studies import resolve_location
 
-    url = resolve_storage(storage, studies_dir)
+    url, studies_dir = resolve_location(storage, studies_dir, config_path)
     folder = to if to is not None else studies_dir / study / "plots"
     for f in write_plots(url, study, folder):
         if f.html is None:
@@ -532,13 +558,18 @@ def plot(study: str, to: Path | None, storage: str | None, studies_dir: Path) ->
 @click.option("--no-importance", is_flag=True, help="Skip the parameter importances.")
 @_storage_options
 def report(
-    study: str, to: Path | None, no_importance: bool, storage: str | None, studies_dir: Path
+    study: str,
+    to: Path | None,
+    no_importance: bool,
+    storage: str | None,
+    studies_dir: Path | None,
+    config_path: Path | None,
 ) -> None:
     """Write one self-contained HTML page about the study, readable offline."""
     from tuner.plots import load_study, write_report
-    from tuner.studies import load_view, resolve_storage
+    from tuner.studies import load_view, resolve_location
 
-    url = resolve_storage(storage, studies_dir)
+    url, studies_dir = resolve_location(storage, studies_dir, config_path)
     view = load_view(url, study, studies_dir, importance=not no_importance)
     dest = to if to is not None else studies_dir / study / "report.html"
     write_report(view, load_study(url, study), dest)
@@ -551,14 +582,16 @@ def report(
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port."
 )
-def dashboard(storage: str | None, studies_dir: Path, host: str, port: int) -> None:
+def dashboard(
+    storage: str | None, studies_dir: Path | None, config_path: Path | None, host: str, port: int
+) -> None:
     """Start optuna-dashboard on the study storage."""
     import signal
 
     from tuner.storage import redact
-    from tuner.studies import dashboard_server, resolve_storage
+    from tuner.studies import dashboard_server, resolve_location
 
-    url = resolve_storage(storage, studies_dir)
+    url, _ = resolve_location(storage, studies_dir, config_path)
     server = dashboard_server(url, host, port)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"optuna-dashboard on {redact(url)}")
@@ -587,12 +620,18 @@ def dashboard(storage: str | None, studies_dir: Path, host: str, port: int) -> N
 @click.argument("study")
 @click.option("--yes", is_flag=True, help="Delete without asking (for scripts).")
 @_storage_options
-def delete(study: str, yes: bool, storage: str | None, studies_dir: Path) -> None:
+def delete(
+    study: str,
+    yes: bool,
+    storage: str | None,
+    studies_dir: Path | None,
+    config_path: Path | None,
+) -> None:
     """Delete a study from the storage and its folder (models, plots, report)."""
     from tuner.storage import redact
-    from tuner.studies import delete_study, resolve_storage, summarize
+    from tuner.studies import delete_study, resolve_location, summarize
 
-    url = resolve_storage(storage, studies_dir)
+    url, studies_dir = resolve_location(storage, studies_dir, config_path)
     summary = summarize(url, study)
     folder = studies_dir / study
     running = summary.counts.get("RUNNING", 0)

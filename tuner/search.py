@@ -384,12 +384,13 @@ def run_search(config: Config, events: SearchEvents | None = None) -> SearchResu
         TunerError: invalid input (before the study is touched), or too many trials in a
             row failed.
     """
-    from tuner.training import check_space, prepare
-
     events = events or NoEvents()
     plan = plan_search(config)
     target = config.study.trials
     if plan.task.trains:
+        # torch and transformers load only for tasks that train.
+        from tuner.training import check_space, prepare
+
         check_space(plan.space, f"{config.path or 'tuner.toml'}: [space]")
         prepared: Prepared | None = prepare(plan.task, plan.model, config)
     else:
