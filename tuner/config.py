@@ -55,6 +55,7 @@ class StudyConfig:
     heartbeat_seconds: int = 30
     grace_seconds: int = 120
     max_retries: int = 1
+    artifacts: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ def _study_value(key: str, value: Any, where: str, base: Path) -> Any:
         return _one_of(value, PRUNERS, where)
     if key == "precision":
         return _one_of(value, PRECISIONS, where)
-    if key == "studies_dir":
+    if key in ("studies_dir", "artifacts"):
         return Path(_path(value, where, base))
     if key == "start_from_defaults":
         if not isinstance(value, bool):

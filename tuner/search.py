@@ -363,7 +363,31 @@ def _train(
         plan.best_dir, outcome.model, prepared.tokenizer, info, _stored_best(trial.study)
     )
     trial.set_user_attr("exported", exported)
+    if exported and plan.config.study.artifacts is not None:
+        trial.set_user_attr("model_artifact", upload_model(trial, plan.best_dir, plan))
     return outcome.value
+
+
+def upload_model(trial: optuna.Trial, folder: Path, plan: SearchPlan) -> str:
+    """Store an exported model in the study's Optuna artifact store, for workers that do
+    not share a file system; ``tuner export`` fetches it from there.
+
+    Returns:
+        The artifact id.
+    """
+    import shutil
+    import tempfile
+
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    assert plan.config.study.artifacts is not None
+    plan.config.study.artifacts.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(plan.config.study.artifacts)
+    with tempfile.TemporaryDirectory() as scratch:
+        archive = shutil.make_archive(
+            str(Path(scratch) / f"{plan.study_name}-trial{trial.number}"), "gztar", folder
+        )
+        return upload_artifact(artifact_store=store, file_path=archive, study_or_trial=trial)
 
 
 OOM_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps")

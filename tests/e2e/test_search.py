@@ -196,3 +196,24 @@ def test_bf16_trial_runs_on_cpu(tmp_path: Path, project: list[str]) -> None:
     search(tmp_path, *project, "--trials", "1", "--precision", "bf16")
     study = load(tmp_path / "studies", "demo")
     assert study.trials[0].state == TrialState.COMPLETE
+
+
+def test_new_bests_go_to_the_artifact_store_too(tmp_path: Path, project: list[str]) -> None:
+    import tarfile
+
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact
+
+    store = tmp_path / "artifacts"
+    search(tmp_path, *project, "--trials", "2", "--artifacts", str(store))
+    study = load(tmp_path / "studies", "demo")
+    best = study.best_trial
+    artifact = best.user_attrs["model_artifact"]
+    archive = tmp_path / "best.tar.gz"
+    download_artifact(
+        artifact_store=FileSystemArtifactStore(store), file_path=str(archive), artifact_id=artifact
+    )
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        info = json.load(tar.extractfile("./tuner.json"))  # type: ignore[arg-type]
+    assert "./config.json" in names and "./model.safetensors" in names
+    assert info["trial"] == best.number
