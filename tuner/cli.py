@@ -11,8 +11,6 @@ import click
 from tuner.errors import TunerError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from optuna.trial import FrozenTrial
     from rich.console import Console
 
@@ -85,8 +83,11 @@ def tasks() -> None:
 @click.option("--seed", type=int, help="Seed of the sampler and of trial 0 [default: 42].")
 @click.option("--workers", type=int, help="Worker processes on this machine [default: 1].")
 @click.option("--gpus", help="GPUs to spread workers over: all, or indices like 0,1.")
+@click.option("--worker-index", type=int, help="Offsets this worker's sampler seed [default: 0].")
 @click.option(
-    "--worker-index", type=int, help="Offsets this worker's sampler seed [default: 0]."
+    "--artifacts",
+    type=click.Path(path_type=Path),
+    help="Also store each new best model in this Optuna artifact store (a folder).",
 )
 @click.option("--quiet", is_flag=True, help="Print only the result.")
 def search(config_path: Path | None, quiet: bool, **flags: Any) -> None:
@@ -289,12 +290,6 @@ def _seconds(seconds: float | None) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
 
 
-def _counts(total: int, counts: Mapping[str, int]) -> str:
-    words = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}
-    parts = [f"{counts[state]} {word}" for state, word in words.items() if counts.get(state)]
-    return f"{total}: {', '.join(parts)}" if parts else str(total)
-
-
 def _when(moment: Any) -> str:
     return f"{moment.astimezone():%Y-%m-%d %H:%M}" if moment is not None else "-"
 
@@ -336,7 +331,7 @@ def studies_command(
             escape(s.name),
             escape(s.task),
             escape(s.model),
-            _counts(s.trials, s.counts),
+            f"{s.trials}: {s.states_text}" if s.trials else "0",
             escape(best),
             _when(s.last_activity),
         )

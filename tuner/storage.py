@@ -93,13 +93,16 @@ def open_storage(
             engine_kwargs["pool_pre_ping"] = True
             if url.startswith("postgresql"):
                 engine_kwargs["connect_args"] = {"connect_timeout": 10}
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_seconds,
             grace_period=grace_seconds,
             heartbeat_stale_trial_callback=stale_callback,
         )
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            _write_ahead_log(storage)
+        return storage
     except ImportError as exc:
         raise TunerError(f"storage {shown}: a driver is missing ({exc.name}); install it") from exc
     except Exception as exc:
@@ -107,6 +110,18 @@ def open_storage(
             f"storage {shown} cannot be opened: {_first_line(exc, url)}; check the URL "
             "(sqlite:///file.db, postgresql://user@host/db, redis://host:6379/0)"
         ) from exc
+
+
+def _write_ahead_log(storage: optuna.storages.RDBStorage) -> None:
+    """Switch a SQLite database to write-ahead logging, once; the file keeps the setting.
+
+    Readers (optuna-dashboard, ``tuner show``) then never block a running search, and its
+    writes no longer wait for a long read to end. WAL needs a local file system.
+    """
+    with storage.engine.connect() as connection:
+        mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+        if str(mode).lower() != "wal":
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
 
 
 class StudyLock:

@@ -68,10 +68,14 @@ def postgres(study_name: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    import redis
+def redis_url(study_name: str) -> Iterator[str]:
+    """The Redis journal; tests run in parallel on it, so each cleans up only its own study."""
+    import optuna
 
-    client = redis.Redis.from_url(REDIS)
-    client.flushdb()
+    from tuner.storage import open_storage
+
     yield REDIS
-    client.flushdb()
+    try:
+        optuna.delete_study(study_name=study_name, storage=open_storage(REDIS))
+    except KeyError:
+        pass

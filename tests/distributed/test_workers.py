@@ -24,7 +24,7 @@ def tuner(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=300,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
 
