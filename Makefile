@@ -34,7 +34,7 @@ test: lint
 	$(BIN)/pytest -q -n 2
 
 dashboard: venv
-	$(BIN)/optuna-dashboard --host 127.0.0.1 sqlite:///studies/tuner.db
+	$(BIN)/tuner dashboard
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
