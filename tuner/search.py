@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import time
@@ -343,6 +344,8 @@ def _train(
                 ) from again
             raise
     trial.set_user_attr("train_seconds", round(outcome.train_seconds, 3))
+    for key, value in outcome.timing.items():
+        trial.set_user_attr(key, value)
     trial.set_user_attr("metrics", outcome.metrics)
     info = ExportInfo(
         study=plan.study_name,
@@ -417,6 +420,9 @@ def run_search(config: Config, events: SearchEvents | None = None) -> SearchResu
 
         check_space(plan.space, f"{config.path or 'tuner.toml'}: [space]")
         prepared: Prepared | None = prepare(plan.task, plan.model, config)
+        # What is loaded so far lives for the whole run: keep the collector that runs after
+        # every trial from scanning torch's and transformers' objects again and again.
+        gc.freeze()
     else:
         plan.task.load_splits(config.data)
         prepared = None

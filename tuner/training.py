@@ -246,7 +246,15 @@ class PruningCallback(TrainerCallback):
         value = float(metrics[self.key])
         step = max(1, round((state.epoch or 0) * self.evals_per_epoch))
         self.last_eval_step = state.global_step
-        self.history.append({"step": step, "epoch": float(state.epoch or 0), "value": value})
+        self.history.append(
+            {
+                "step": step,
+                "epoch": float(state.epoch or 0),
+                "value": value,
+                "seconds": float(metrics.get("eval_runtime", 0.0)),
+                "during_training": float(not self.final),
+            }
+        )
         if not math.isfinite(value):
             raise TrialFailed(f"{self.key} is {value} at step {state.global_step}")
         if step not in self.reported:
@@ -298,6 +306,24 @@ class TrialOutcome:
     train_seconds: float
     eval_history: list[dict[str, float]] = field(default_factory=list)
     pruned_at: int | None = None
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def _timing(
+    history: list[dict[str, float]], train_metrics: Mapping[str, float], rows: int, epochs: float
+) -> dict[str, float]:
+    """Training time without the evaluations run inside it, and the training throughput.
+
+    ``Trainer``'s own ``train_runtime`` includes the evaluations run during training.
+    """
+    inside = sum(e["seconds"] for e in history if e["during_training"])
+    evaluations = sum(e["seconds"] for e in history)
+    training = max(float(train_metrics.get("train_runtime", 0.0)) - inside, 1e-9)
+    return {
+        "train_loop_seconds": round(training, 3),
+        "eval_seconds": round(evaluations, 3),
+        "train_samples_per_second": round(rows * epochs / training, 2),
+    }
 
 
 def _steps_per_epoch(rows: int, params: Mapping[str, Any]) -> int:
@@ -373,7 +399,7 @@ def run_trial(
         # disable_tqdm=True makes Trainer print every log dict; the CLI shows progress itself.
         trainer.remove_callback(PrinterCallback)
         started = time.perf_counter()
-        trainer.train()
+        output = trainer.train()
         if pruning.pruned_at is not None:
             raise optuna.TrialPruned(f"pruned at evaluation {pruning.pruned_at}")
         pruning.final = True
@@ -382,7 +408,13 @@ def run_trial(
         seconds = time.perf_counter() - started
         last = pruning.history[-1]["value"] if pruning.history else math.nan
         metrics = _final_metrics(trainer)
-        return TrialOutcome(last, metrics, model, seconds, pruning.history)
+        timing = _timing(
+            pruning.history,
+            output.metrics,
+            len(prepared.splits["train"]),
+            float(trainer.state.epoch or 0.0),
+        )
+        return TrialOutcome(last, metrics, model, seconds, pruning.history, timing=timing)
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
 

@@ -71,6 +71,9 @@ def test_three_trials_then_resume_to_five(tmp_path: Path, project: list[str]) ->
         if trial.state == TrialState.COMPLETE:
             assert trial.user_attrs["train_seconds"] > 0
             assert "accuracy" in trial.user_attrs["metrics"]
+            attrs = trial.user_attrs
+            assert 0 < attrs["train_loop_seconds"] < attrs["train_seconds"]
+            assert attrs["eval_seconds"] > 0 and attrs["train_samples_per_second"] > 0
     # The first trial of a new study is the default point of the space.
     assert study.trials[0].params["warmup_steps"] == 0.0
     assert study.trials[0].params["per_device_train_batch_size"] == 16
