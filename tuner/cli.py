@@ -497,11 +497,17 @@ def _show_importances(console: Console, importances: Importances | None) -> None
     type=click.Path(path_type=Path),
     help="Destination folder [default: ./<study>-trial<N>].",
 )
+@click.option(
+    "--artifacts",
+    type=click.Path(path_type=Path),
+    help="Fetch the model from this Optuna artifact store when it is not on disk here.",
+)
 @_storage_options
 def export(
     study: str,
     trial: int | None,
     to: Path | None,
+    artifacts: Path | None,
     storage: str | None,
     studies_dir: Path | None,
     config_path: Path | None,
@@ -510,7 +516,7 @@ def export(
     from tuner.studies import export_trial, resolve_location
 
     url, studies_dir = resolve_location(storage, studies_dir, config_path)
-    done = export_trial(url, studies_dir, study, trial, to)
+    done = export_trial(url, studies_dir, study, trial, to, artifacts)
     click.echo(f"exported trial {done.trial} of study {study} (from {done.source}) to {done.dest}")
 
 

@@ -375,15 +375,27 @@ def kept_weights(studies_dir: Path, name: str) -> dict[int, Path]:
 
 
 def export_trial(
-    url: str, studies_dir: Path, name: str, trial: int | None = None, to: Path | None = None
+    url: str,
+    studies_dir: Path,
+    name: str,
+    trial: int | None = None,
+    to: Path | None = None,
+    artifacts: Path | None = None,
 ) -> Exported:
     """Copy a kept model (the best one, or trial ``trial``'s) to ``to``, atomically.
+
+    With ``artifacts``, a model that is not on disk here is fetched from that Optuna artifact
+    store, where ``tuner search --artifacts`` put it.
 
     Raises:
         TunerError: unknown study or trial, weights not kept, or ``to`` holds other files.
     """
     storage = connect(url)
     sid = study_id(storage, url, name)
+    if artifacts is not None:
+        fetched = _from_artifacts(storage, sid, name, trial, to, artifacts, studies_dir)
+        if fetched is not None:
+            return fetched
     study_folder = studies_dir / name
     # The lock keeps a search from swapping best/ in while it is copied.
     guard = locked(study_folder) if study_folder.is_dir() else contextlib.nullcontext()
@@ -407,6 +419,57 @@ def export_trial(
         _check_dest(dest, source)
         _copy_atomically(source, dest)
     return Exported(trial, source, dest)
+
+
+def _from_artifacts(
+    storage: BaseStorage,
+    sid: int,
+    name: str,
+    trial: int | None,
+    to: Path | None,
+    artifacts: Path,
+    studies_dir: Path,
+) -> Exported | None:
+    """Fetch the trial's model from the artifact store when it is not kept on disk here."""
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    if trial is None:
+        trials = storage.get_all_trials(sid, deepcopy=False, states=(TrialState.COMPLETE,))
+        if not trials:
+            return None
+        maximize = storage.get_study_directions(sid)[0] == StudyDirection.MAXIMIZE
+        chosen = (max if maximize else min)(trials, key=lambda t: float(t.value or 0.0))
+    else:
+        _check_trial(storage, sid, name, trial)
+        chosen = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(sid, trial))
+    if chosen.number in kept_weights(studies_dir, name):
+        return None
+    artifact = chosen.user_attrs.get("model_artifact")
+    if not isinstance(artifact, str):
+        return None
+    if not artifacts.is_dir():
+        raise TunerError(f"--artifacts {artifacts}: no such folder")
+    dest = to if to is not None else Path(f"{name}-trial{chosen.number}")
+    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest.absolute().parent) as scratch:
+        archive = Path(scratch) / "model.tar.gz"
+        try:
+            download_artifact(
+                artifact_store=FileSystemArtifactStore(artifacts),
+                file_path=str(archive),
+                artifact_id=artifact,
+            )
+        except Exception as exc:
+            raise TunerError(
+                f"trial {chosen.number}'s model artifact {artifact} cannot be read from "
+                f"{artifacts}: {exc}"
+            ) from exc
+        unpacked = Path(scratch) / "model"
+        shutil.unpack_archive(archive, unpacked, filter="data")
+        _check_dest(dest, unpacked)
+        _copy_atomically(unpacked, dest)
+    return Exported(chosen.number, artifacts / artifact, dest)
 
 
 def delete_study(url: str, studies_dir: Path, name: str) -> Deleted:

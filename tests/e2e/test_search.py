@@ -220,3 +220,29 @@ def test_new_bests_go_to_the_artifact_store_too(tmp_path: Path, project: list[st
         info = json.load(tar.extractfile("./tuner.json"))  # type: ignore[arg-type]
     assert "./config.json" in names and "./model.safetensors" in names
     assert info["trial"] == best.number
+
+
+def test_export_fetches_from_the_artifact_store_without_the_local_folder(
+    tmp_path: Path, project: list[str]
+) -> None:
+    import shutil
+
+    store = tmp_path / "artifacts"
+    search(tmp_path, *project, "--trials", "2", "--artifacts", str(store))
+    # As on another machine: the study's files are not here, only the database and the store.
+    shutil.rmtree(tmp_path / "studies" / "demo")
+    old = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        result = CliRunner().invoke(
+            main,
+            ["export", "demo", "--studies-dir", str(tmp_path / "studies"), "--artifacts",
+             str(store), "--to", str(tmp_path / "fetched")],
+        )  # fmt: skip
+    finally:
+        os.chdir(old)
+    assert result.exit_code == 0, result.output
+    study = load(tmp_path / "studies", "demo")
+    info = json.loads((tmp_path / "fetched" / "tuner.json").read_text())
+    assert info["trial"] == study.best_trial.number
+    assert (tmp_path / "fetched" / "model.safetensors").is_file()
