@@ -27,7 +27,11 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathF
 
 def write_tiny_bert(folder: Path, words: list[str]) -> Path:
     """A randomly initialised 2-layer BERT with a word-level vocabulary, saved to ``folder``."""
+    import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    # The same weights in every session and every xdist worker, so trial outcomes repeat.
+    torch.manual_seed(0)
 
     folder.mkdir(parents=True, exist_ok=True)
     pieces = [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz")

@@ -109,9 +109,10 @@ def test_best_model_loads_in_a_pipeline_with_the_data_labels(
 
 
 def test_a_run_built_to_prune_prunes(tmp_path: Path, tiny_model: Path) -> None:
-    # Half the trials learn (a high learning rate), half cannot (a vanishing one); once five
-    # trials have completed, the median pruner stops the hopeless ones after their first epoch.
-    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(96, seed=3))
+    # Three learning rates learn the cue words within two epochs; a vanishing one never
+    # does. Once five trials have completed, most of them learners, the median pruner stops
+    # the hopeless trials after their first epoch instead of training them for four.
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(192, seed=3))
     validation = write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(32, seed=4))
     config = tmp_path / "prune.toml"
     config.write_text(
@@ -122,7 +123,7 @@ start_from_defaults = false
 [train]
 evals_per_epoch = 2
 [space]
-learning_rate = { choices = [5e-3, 1e-9] }
+learning_rate = { choices = [2e-3, 3e-3, 4e-3, 1e-9] }
 num_train_epochs = 4
 per_device_train_batch_size = 8
 warmup_steps = 0.0
@@ -138,7 +139,11 @@ label_smoothing_factor = 0.0
     )  # fmt: skip
     study = load(tmp_path / "studies", "prune")
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
-    assert pruned, [(t.params, t.state, t.value) for t in study.trials]
+    curves = [
+        (t.params["learning_rate"], t.state.name, list(t.intermediate_values.values()))
+        for t in study.trials
+    ]
+    assert pruned, curves
     last = 2 * 4
     for trial in pruned:
         assert max(trial.intermediate_values) < last, "stopped before the last evaluation"
