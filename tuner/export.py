@@ -112,15 +112,24 @@ def write_model(dest: Path, model: Saveable, tokenizer: Saveable, info: ExportIn
         (staging / INFO_FILE).write_text(json.dumps(info.as_json(), indent=2) + "\n")
         (staging / "README.md").write_text(model_card(info))
         _fsync_tree(staging)
-        old = dest.parent / f"{_OLD_PREFIX}{dest.name}-{uuid.uuid4().hex[:8]}"
-        if dest.exists():
-            os.rename(dest, old)
-        os.rename(staging, dest)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(staging, dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return dest
+
+
+def swap_in(staging: Path, dest: Path) -> None:
+    """Replace ``dest`` by the finished folder ``staging`` (beside it) with two renames.
+
+    A crash between them leaves the old folder as ``.old-<name>-*``, which :func:`recover`
+    puts back.
+    """
+    old = dest.parent / f"{_OLD_PREFIX}{dest.name}-{uuid.uuid4().hex[:8]}"
+    if dest.exists():
+        os.rename(dest, old)
+    os.rename(staging, dest)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _fsync_tree(folder: Path) -> None:

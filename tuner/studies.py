@@ -14,7 +14,6 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +25,15 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from tuner.errors import TunerError
-from tuner.export import INFO_FILE, ExportInfo, locked, model_card, read_info, recover
+from tuner.export import (
+    INFO_FILE,
+    ExportInfo,
+    locked,
+    model_card,
+    read_info,
+    recover,
+    swap_in,
+)
 from tuner.storage import SQLITE_BUSY_SECONDS, is_journal, open_storage, redact, storage_url
 
 if TYPE_CHECKING:
@@ -548,11 +555,7 @@ def _copy_atomically(source: Path, dest: Path) -> None:
         shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
         if not (staging / "README.md").is_file():
             _write_card(staging)
-        old = parent / f".old-{dest.name}-{uuid.uuid4().hex[:8]}"
-        if dest.exists():
-            os.rename(dest, old)
-        os.rename(staging, dest)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(staging, dest.absolute())
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
