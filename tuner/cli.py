@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,6 +99,8 @@ def search(config_path: Path | None, quiet: bool, **flags: Any) -> None:
     from tuner.search import run_search
 
     config = load_config(config_path, flags)
+    # A scheduler stops a job with SIGTERM: end like Ctrl-C, with the running trial FAIL.
+    signal.signal(signal.SIGTERM, _interrupt)
 
     def run(events: Any = None) -> SearchResult:
         if config.study.workers > 1:
@@ -115,6 +118,10 @@ def search(config_path: Path | None, quiet: bool, **flags: Any) -> None:
             result = run(display)
         _summary(console, display.trials)
     _result(console, result)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 class LiveDisplay:

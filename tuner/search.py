@@ -412,6 +412,8 @@ def run_search(config: Config, events: SearchEvents | None = None) -> SearchResu
             row failed.
     """
     events = events or NoEvents()
+    # The display reports trials itself; Optuna's log lines would repeat them.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     plan = plan_search(config)
     target = config.study.trials
     if plan.task.trains:

@@ -93,7 +93,7 @@ def open_storage(
             engine_kwargs["pool_pre_ping"] = True
             if url.startswith("postgresql"):
                 engine_kwargs["connect_args"] = {"connect_timeout": 10}
-        storage = optuna.storages.RDBStorage(
+        storage = _create_rdb(
             url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_seconds,
@@ -110,6 +110,21 @@ def open_storage(
             f"storage {shown} cannot be opened: {_first_line(exc, url)}; check the URL "
             "(sqlite:///file.db, postgresql://user@host/db, redis://host:6379/0)"
         ) from exc
+
+
+def _create_rdb(url: str, **kwargs: Any) -> optuna.storages.RDBStorage:
+    """``RDBStorage(url)``; processes that create a new database at the same moment race to
+    write its schema version, and the losers succeed on a second try."""
+    import sqlalchemy.exc
+
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except sqlalchemy.exc.IntegrityError:
+            if attempt == 2:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _write_ahead_log(storage: optuna.storages.RDBStorage) -> None:

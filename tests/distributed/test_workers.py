@@ -143,3 +143,31 @@ def test_a_killed_worker_is_failed_retried_and_the_study_still_reaches_n(
     assert len(retried) == 1
     assert retried[0].state == TrialState.COMPLETE
     assert retried[0].params == lost.params
+
+
+def test_sigterm_ends_the_search_with_no_trial_left_running(
+    tmp_path: Path, score_task: str, study_name: str
+) -> None:
+    storage = f"sqlite:///{tmp_path}/tuner.db"
+    config = tmp_path / "tuner.toml"
+    config.write_text("[data]\nsleep = 2.0\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tuner.cli", *search_args(score_task, study_name, storage, 50, 1),
+         "--config", str(config)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            running = load(study_name, storage).get_trials(states=(TrialState.RUNNING,))
+        except KeyError:
+            continue
+        if running:
+            break
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert "Interrupted" in output and "Traceback" not in output
+    trials = load(study_name, storage).trials
+    assert trials and all(t.state.is_finished() for t in trials)
