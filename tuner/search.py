@@ -457,8 +457,9 @@ def run_search(config: Config, events: SearchEvents | None = None) -> SearchResu
         lock.acquire()
         try:
             _fail_stale(study, journal, retry)
-            if not _needs_trials(study, target):
-                if not _counts(study)[TrialState.RUNNING]:
+            counts = _counts(study)
+            if not _needs_trials(counts, target):
+                if not counts[TrialState.RUNNING]:
                     break
                 # Trials of other workers are running: wait for them to finish, or to go
                 # stale and be queued again, which this worker then runs.
@@ -518,14 +519,13 @@ def _finished(study: optuna.Study) -> int:
     return sum(counts[s] for s in FINISHED)
 
 
-def _needs_trials(study: optuna.Study, target: int) -> bool:
+def _needs_trials(counts: dict[TrialState, int], target: int) -> bool:
     """Whether another trial may start: one is queued, or fewer than ``target`` exist.
 
     Every trial that exists will finish (a running one, or one whose worker died and is
     failed by the heartbeat), so creating trials only while fewer than ``target`` exist
     makes the study end with exactly ``target`` finished trials.
     """
-    counts = _counts(study)
     if counts[TrialState.WAITING]:
         return True
     return sum(counts.values()) < target
