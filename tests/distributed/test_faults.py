@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 import pytest
 from click.testing import CliRunner
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.cli import main
 from tuner.export import ExportInfo, export_if_best, read_info
@@ -50,18 +50,18 @@ def invoke(cwd: Path, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_out_of_memory_is_retried_at_half_the_batch(
+def one_oom_trial(
     tmp_path: Path,
     tiny_model: Path,
     sentiment_data: tuple[Path, Path],
     fake_plugin_factory: Any,
-) -> None:
+    config_text: str,
+) -> FrozenTrial:
+    """Run one trial of the out-of-memory task with ``config_text`` and return it."""
     task = fake_plugin_factory("oom", source=OOM_TASK)
     train, validation = sentiment_data
     config = tmp_path / "oom.toml"
-    config.write_text(
-        "[space]\nper_device_train_batch_size = 16\nnum_train_epochs = 1\nlearning_rate = 1e-3\n"
-    )
+    config.write_text(config_text)
     code, out = invoke(
         tmp_path, "search", "--task", task, "--model", str(tiny_model), "--train", str(train),
         "--validation", str(validation), "--studies-dir", str(tmp_path / "studies"),
@@ -72,6 +72,22 @@ def test_out_of_memory_is_retried_at_half_the_batch(
         study_name=f"{task}-{tiny_model.name}", storage=f"sqlite:///{tmp_path}/studies/tuner.db"
     )
     (trial,) = study.trials
+    return trial
+
+
+def test_out_of_memory_is_retried_at_half_the_batch(
+    tmp_path: Path,
+    tiny_model: Path,
+    sentiment_data: tuple[Path, Path],
+    fake_plugin_factory: Any,
+) -> None:
+    trial = one_oom_trial(
+        tmp_path,
+        tiny_model,
+        sentiment_data,
+        fake_plugin_factory,
+        "[space]\nper_device_train_batch_size = 16\nnum_train_epochs = 1\nlearning_rate = 1e-3\n",
+    )
     assert trial.state == TrialState.COMPLETE, trial.user_attrs
     assert trial.params["per_device_train_batch_size"] == 16
     assert trial.user_attrs["oom_retry"] == {
@@ -86,23 +102,14 @@ def test_out_of_memory_twice_fails_the_trial_with_the_reason(
     sentiment_data: tuple[Path, Path],
     fake_plugin_factory: Any,
 ) -> None:
-    task = fake_plugin_factory("oom", source=OOM_TASK)
-    train, validation = sentiment_data
-    config = tmp_path / "oom.toml"
-    config.write_text(
+    trial = one_oom_trial(
+        tmp_path,
+        tiny_model,
+        sentiment_data,
+        fake_plugin_factory,
         "[study]\nmax_failures_in_a_row = 5\n[space]\nper_device_train_batch_size = 32\n"
-        "num_train_epochs = 1\n"
+        "num_train_epochs = 1\n",
     )
-    code, out = invoke(
-        tmp_path, "search", "--task", task, "--model", str(tiny_model), "--train", str(train),
-        "--validation", str(validation), "--studies-dir", str(tmp_path / "studies"),
-        "--config", str(config), "--trials", "1", "--quiet",
-    )  # fmt: skip
-    assert code == 0, out
-    study = optuna.load_study(
-        study_name=f"{task}-{tiny_model.name}", storage=f"sqlite:///{tmp_path}/studies/tuner.db"
-    )
-    (trial,) = study.trials
     assert trial.state == TrialState.FAIL
     assert "out of memory at batch 32 and again at 16" in trial.user_attrs["fail_reason"]
 
