@@ -147,8 +147,9 @@ def check_space(space: Space, where: str) -> None:
 def select_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
     """The precision a trial trains in.
 
-    ``auto`` is bf16 on a CUDA GPU that has it, else fp16 on CUDA, else fp32. fp16 needs CUDA;
-    bf16 also runs on a CPU (autocast), slowly on most.
+    ``auto`` is bf16 on a CUDA GPU that has it natively (compute capability 8.0 and later),
+    else fp16 on CUDA, else fp32. fp16 needs CUDA; bf16 also runs on a CPU (autocast),
+    slowly on most.
 
     Raises:
         TunerError: fp16 or bf16 asked for where the hardware cannot run it.
@@ -160,14 +161,21 @@ def select_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
     if requested == "fp16" and not cuda:
         raise TunerError("--precision fp16 needs a CUDA GPU; use --precision auto, fp32 or bf16")
     if requested == "bf16" and cuda and not bf16_supported:
-        raise TunerError("--precision bf16: this GPU has no bf16; use --precision fp16 or auto")
+        raise TunerError(
+            "--precision bf16: this GPU has no native bf16; use --precision fp16 or auto"
+        )
     return requested
 
 
 def hardware_precision(requested: str) -> str:
-    """:func:`select_precision` for this machine."""
+    """:func:`select_precision` for this machine.
+
+    Only native bf16 counts: on older GPUs (a V100 or T4) ``torch.cuda.is_bf16_supported()``
+    is true by emulation, which is slower than fp16 and often than fp32.
+    """
     cuda = torch.cuda.is_available()
-    return select_precision(requested, cuda, cuda and torch.cuda.is_bf16_supported())
+    native = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+    return select_precision(requested, cuda, native)
 
 
 @dataclass

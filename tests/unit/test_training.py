@@ -12,6 +12,7 @@ from tuner.training import (
     PruningCallback,
     TrialFailed,
     check_space,
+    hardware_precision,
     select_precision,
     trainable_fields,
 )
@@ -95,8 +96,32 @@ def test_precision_selection(requested: str, cuda: bool, bf16: bool, expected: s
 def test_precision_the_hardware_cannot_run() -> None:
     with pytest.raises(TunerError, match="fp16 needs a CUDA GPU"):
         select_precision("fp16", False, False)
-    with pytest.raises(TunerError, match="this GPU has no bf16"):
+    with pytest.raises(TunerError, match="this GPU has no native bf16"):
         select_precision("bf16", True, False)
+
+
+@pytest.mark.parametrize(("major", "expected"), [(7, "fp16"), (8, "bf16"), (9, "bf16")])
+def test_auto_takes_bf16_only_where_the_gpu_has_it_natively(
+    monkeypatch: pytest.MonkeyPatch, major: int, expected: str
+) -> None:
+    # A V100 or T4 (7.x) can hold bf16 tensors, so torch calls bf16 "supported" there by
+    # emulation; it is slow, so auto must take fp16. The device is faked under torch's own
+    # check.
+    import types
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(major=major)
+    )
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)
+    assert torch.cuda.is_bf16_supported()  # emulation counts for torch
+    assert hardware_precision("auto") == expected
+    if major < 8:
+        with pytest.raises(TunerError, match="no native bf16"):
+            hardware_precision("bf16")
 
 
 def test_trainable_fields_follow_the_installed_transformers() -> None:
