@@ -11,15 +11,17 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import optuna
 import torch
 import transformers
 from transformers import (
     AutoTokenizer,
+    EvalPrediction,
     PreTrainedTokenizerBase,
     PrinterCallback,
     Trainer,
@@ -187,6 +189,7 @@ class Prepared:
     tokenizer: PreTrainedTokenizerBase
     splits: Splits
     precision: str
+    eval_order: list[int] | None = None
 
 
 def quiet_libraries() -> None:
@@ -221,7 +224,79 @@ def prepare(task: Task, model: ModelRef, config: Config) -> Prepared:
     splits = task.load_splits(config.data)
     tokenizer = load_tokenizer(model)
     processed = task.preprocess(splits, tokenizer)
-    return Prepared(task, model, tokenizer, processed, precision)
+    order = longest_first(processed["validation"])
+    return Prepared(task, model, tokenizer, processed, precision, order)
+
+
+def longest_first(rows: Any) -> list[int] | None:
+    """Row indices from the longest ``input_ids`` to the shortest (ties in row order): the
+    order evaluation runs in, so each batch pads little. ``None`` where there are no
+    ``input_ids`` (evaluation then runs in row order)."""
+    if "input_ids" not in getattr(rows, "column_names", ()):
+        return None
+    lengths = [len(ids) for ids in rows["input_ids"]]
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
+class _Order(torch.utils.data.Sampler[int]):
+    def __init__(self, order: list[int]) -> None:
+        self.order = order
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+class OrderedEvalTrainer(Trainer):
+    """A ``Trainer`` whose evaluation batches run in ``eval_order`` (longest first), while
+    ``compute_metrics`` still sees predictions in the rows' own order.
+
+    With length-grouped training batches, transformers 5 also evaluates in a shuffled,
+    length-grouped order and hands ``compute_metrics`` the predictions in that order. A
+    metric that matches predictions to rows by position (extractive QA's post-processing
+    over the windows of each question) would then score the wrong rows. Here the order is
+    fixed and undone before the task sees the predictions.
+    """
+
+    def __init__(self, *args: Any, eval_order: list[int] | None = None, **kwargs: Any) -> None:
+        compute = kwargs.pop("compute_metrics", None)
+        self.eval_order = eval_order
+        if compute is not None and eval_order is not None:
+            kwargs["compute_metrics"] = lambda pred: compute(in_row_order(pred, eval_order))
+        super().__init__(*args, **kwargs)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler | None:
+        if self.eval_order is None or len(eval_dataset) != len(self.eval_order):
+            return torch.utils.data.SequentialSampler(eval_dataset)
+        return _Order(self.eval_order)
+
+
+def in_row_order(pred: EvalPrediction, order: list[int]) -> EvalPrediction:
+    """``pred`` with every array's rows put back where ``order`` took them from."""
+    index = np.asarray(order)
+
+    def restore(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, (tuple, list)):
+            return type(value)(restore(v) for v in value)
+        array = np.asarray(value)
+        if array.ndim == 0 or len(array) != len(index):
+            raise ValueError(
+                f"evaluation returned {len(array)} rows for {len(index)} validation rows"
+            )
+        restored = np.empty_like(array)
+        restored[index] = array
+        return restored
+
+    return EvalPrediction(
+        predictions=restore(pred.predictions),
+        label_ids=restore(pred.label_ids),
+        inputs=restore(pred.inputs),
+        losses=restore(pred.losses),
+    )
 
 
 class PruningCallback(TrainerCallback):
@@ -394,7 +469,7 @@ def run_trial(
         callbacks: list[TrainerCallback] = [pruning, LossGuard()]
         if progress is not None:
             callbacks.append(ProgressCallback(progress))
-        trainer = Trainer(
+        trainer = OrderedEvalTrainer(
             model=model,
             args=args,
             train_dataset=prepared.splits["train"],
@@ -403,6 +478,7 @@ def run_trial(
             data_collator=task.data_collator(prepared.tokenizer),
             compute_metrics=task.compute_metrics,
             callbacks=callbacks,
+            eval_order=prepared.eval_order,
         )
         # disable_tqdm=True makes Trainer print every log dict; the CLI shows progress itself.
         trainer.remove_callback(PrinterCallback)

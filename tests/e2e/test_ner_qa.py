@@ -409,6 +409,17 @@ def test_qa_search_end_to_end(
     _, info = check_study(studies, "qa-tiny-bert", {"exact_match", "f1"})
     assert info["task"] == "qa"
 
+    # The trial's value is what scoring the exported model on the validation set gives.
+    from tuner_qa.metrics import squad_scores
+
+    rows = [json.loads(line) for line in validation.read_text().splitlines()]
+    answers = [
+        answer_question(studies / "qa-tiny-bert" / "best", r["question"], r["context"])
+        for r in rows
+    ]
+    rescored = squad_scores(answers, [r["answers"]["text"] for r in rows])
+    assert rescored["f1"] == pytest.approx(info["value"]), (rescored, info["value"])
+
     best_dir = studies / "qa-tiny-bert" / "best"
     assert info["pipeline_task"] == "extractive-question-answering"
     importlib.import_module(info["pipeline_import"])

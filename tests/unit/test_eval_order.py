@@ -1,0 +1,94 @@
+"""Evaluation runs longest-first, yet ``compute_metrics`` sees predictions in row order."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from transformers import EvalPrediction
+
+from tests.conftest import NEUTRAL
+from tuner.training import OrderedEvalTrainer, in_row_order, longest_first
+
+
+def test_in_row_order_undoes_the_order_in_every_array() -> None:
+    order = [2, 0, 3, 1]
+    rows = np.array([[10, 11], [20, 21], [30, 31], [40, 41]])
+    ran = rows[order]  # what evaluation returns when it runs rows in ``order``
+    pred = EvalPrediction(predictions=(ran, ran[:, 0]), label_ids=ran[:, 1])
+    back = in_row_order(pred, order)
+    assert isinstance(back.predictions, tuple)
+    np.testing.assert_array_equal(back.predictions[0], rows)
+    np.testing.assert_array_equal(back.predictions[1], rows[:, 0])
+    np.testing.assert_array_equal(back.label_ids, rows[:, 1])
+    assert back.inputs is None and back.losses is None
+
+
+def test_in_row_order_refuses_a_row_count_that_does_not_match() -> None:
+    pred = EvalPrediction(predictions=np.zeros((3, 2)), label_ids=np.zeros(3))
+    with pytest.raises(ValueError, match="3 rows for 4 validation rows"):
+        in_row_order(pred, [0, 1, 2, 3])
+
+
+def test_longest_first_keeps_row_order_among_equal_lengths() -> None:
+    import datasets
+
+    rows = datasets.Dataset.from_dict({"input_ids": [[1], [1, 2, 3], [1, 2], [4, 5, 6], [7]]})
+    assert longest_first(rows) == [1, 3, 2, 0, 4]
+    assert longest_first(datasets.Dataset.from_dict({"text": ["a"]})) is None
+
+
+def test_trainer_evaluates_longest_first_and_scores_rows_in_their_order(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    # One label per row (row i has label i), texts of random lengths, and length-grouped
+    # training batches, tuner's default: transformers would then evaluate in a shuffled
+    # length-grouped order and pass compute_metrics the labels in that order.
+    import datasets
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        TrainingArguments,
+    )
+
+    rng = random.Random(3)
+    count = 24
+    texts = [" ".join(rng.choices(NEUTRAL, k=rng.randint(1, 20))) for _ in range(count)]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = datasets.Dataset.from_dict({"text": texts, "label": list(range(count))})
+    rows = rows.map(lambda batch: tokenizer(batch["text"]), batched=True)
+    rows = rows.remove_columns("text")
+    order = longest_first(rows)
+    assert order is not None and order != list(range(count))
+
+    seen: list[Any] = []
+
+    def compute_metrics(pred: EvalPrediction) -> dict[str, float]:
+        seen.append(pred.label_ids)
+        return {"rows": float(len(pred.label_ids))}
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=count)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_eval_batch_size=4,
+        train_sampling_strategy="group_by_length",
+        report_to="none",
+        use_cpu=True,
+    )
+    trainer = OrderedEvalTrainer(
+        model=model,
+        args=args,
+        eval_dataset=rows,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+        eval_order=order,
+    )
+    widths = [batch["input_ids"].shape[1] for batch in trainer.get_eval_dataloader()]
+    assert widths == sorted(widths, reverse=True)  # longest first: little padding
+    trainer.evaluate()
+    np.testing.assert_array_equal(seen[0], np.arange(count))
