@@ -26,43 +26,15 @@ import time
 import uuid
 from pathlib import Path
 
+import common  # noqa: F401 - puts the repository on sys.path, for tests.distributed
 import optuna
 from optuna.trial import TrialState
 
+from tests.distributed.conftest import SCORE_TASK
 from tuner.storage import open_storage
 
-TASK = """
-import math
-import time
-
-from tuner.task import Task
-
-
-class FaultTask(Task):
-    name = "faultbench"
-    default_model = "none"
-    metric = "score"
-    trains = False
-    option_defaults = {"sleep": 1.0}
-
-    def load_splits(self, data):
-        return {}
-
-    def preprocess(self, splits, tokenizer):
-        raise NotImplementedError
-
-    def build_model(self, model_name):
-        raise NotImplementedError
-
-    def compute_metrics(self, eval_pred):
-        raise NotImplementedError
-
-    def score(self, params, report):
-        time.sleep(float(self.options["sleep"]))
-        value = -abs(math.log10(params["learning_rate"]) + 4.0)
-        report(1, value)
-        return value
-"""
+# The sleeping score task of the distributed tests, under its own name.
+TASK = SCORE_TASK.format(name="faultbench")
 
 
 def install_task(root: Path) -> None:
@@ -73,7 +45,7 @@ def install_task(root: Path) -> None:
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tuner_faultbench\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
-        "[tuner.tasks]\nfaultbench = tuner_faultbench:FaultTask\n"
+        "[tuner.tasks]\nfaultbench = tuner_faultbench:FakeTask\n"
     )
 
 
