@@ -70,15 +70,23 @@ def is_better(value: float, than: float | None, direction: str) -> bool:
 
 
 @contextlib.contextmanager
-def locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock on ``folder`` shared by every process on this machine."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as handle:
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on the file ``path`` (created if missing), shared by every process
+    on this machine; the operating system drops it if the process dies."""
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` shared by every process on this machine."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder / ".lock"):
+        yield
 
 
 def read_info(folder: Path) -> dict[str, Any] | None:

@@ -186,16 +186,11 @@ class StudyLock:
 
 
 def _file_lock(path: Path) -> Callable[[], None]:
-    import fcntl
+    from tuner.export import file_lock
 
-    handle = open(path, "a")  # noqa: SIM115 - closed by the returned release function
-    fcntl.flock(handle, fcntl.LOCK_EX)
-
-    def release() -> None:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
-
-    return release
+    stack = contextlib.ExitStack()
+    stack.enter_context(file_lock(path))
+    return stack.close
 
 
 @lru_cache(maxsize=4)
