@@ -106,8 +106,9 @@ def run_tuner(setup: Setup) -> dict[str, Any]:
     from tuner.config import load_config
     from tuner.search import run_search
 
-    scratch = Path(setup.scratch) / "tuner-run"
-    scratch.mkdir(parents=True, exist_ok=True)
+    # A new folder (and so a new study) per run: with --repeat, a study left by an earlier
+    # round would already hold its one trial, and nothing would train.
+    scratch = Path(tempfile.mkdtemp(prefix="tuner-run-", dir=setup.scratch))
     config_path = scratch / "throughput.toml"
     config_path.write_text(
         tuner_toml(setup, scratch / "studies", "throughput", space=SETTINGS, pruner="none")

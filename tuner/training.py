@@ -343,7 +343,10 @@ class PruningCallback(TrainerCallback):
         if step not in self.reported:
             self.reported.add(step)
             self.trial.report(value, step)
-        if not self.final and self.trial.should_prune():
+        # An evaluation at the last step ends the trial anyway: pruning it would save no
+        # compute and only throw its result away.
+        last = state.max_steps > 0 and state.global_step >= state.max_steps
+        if not self.final and not last and self.trial.should_prune():
             self.pruned_at = step
             control.should_training_stop = True
 

@@ -32,10 +32,13 @@ class FakeTrial:
         return self.prune_from is not None and self.reports[-1][1] >= self.prune_from
 
 
-def evaluate(callback: PruningCallback, epoch: float, value: float) -> TrainerControl:
+def evaluate(
+    callback: PruningCallback, epoch: float, value: float, epochs: int = 4
+) -> TrainerControl:
     state = TrainerState()
     state.epoch = epoch
     state.global_step = int(epoch * 10)
+    state.max_steps = epochs * 10
     control = TrainerControl()
     args: Any = None
     callback.on_evaluate(args, state, control, metrics={"eval_accuracy": value, "eval_loss": 1.0})
@@ -65,6 +68,16 @@ def test_final_evaluation_is_never_pruned() -> None:
     callback.final = True
     assert not evaluate(callback, 1.0, 0.5).should_training_stop
     assert trial.reports == [(0.5, 2)]
+
+
+def test_evaluation_at_the_last_step_is_reported_but_never_pruned() -> None:
+    # Pruning there would save nothing and only discard a finished trial's result.
+    trial = FakeTrial(prune_from=2)
+    callback = PruningCallback(trial, "accuracy", evals_per_epoch=2)  # type: ignore[arg-type]
+    assert not evaluate(callback, 0.5, 0.5, epochs=1).should_training_stop
+    assert not evaluate(callback, 1.0, 0.5, epochs=1).should_training_stop
+    assert trial.reports == [(0.5, 1), (0.5, 2)]
+    assert callback.pruned_at is None
 
 
 def test_nan_metric_and_loss_fail_the_trial() -> None:
