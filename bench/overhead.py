@@ -8,7 +8,7 @@ The search runs in a fresh child process (so imports and data loading are paid a
 pays them) through ``tuner.config.load_config`` and ``tuner.search.run_search``, exactly as
 ``tuner search --config <generated toml> --trials N --quiet`` does minus Click's parsing and
 the printing of the result. Everything is at tuner's defaults: SQLite study in a fresh
-folder, TPE, median pruner, two evaluations per epoch, the best model exported.
+folder, TPE, median pruner, ``evals_per_epoch`` auto, the best model exported.
 
 How time is measured: functions are wrapped with timers on the main thread (see
 ``common.Profiler``); each wrapped call's time is exclusive of the wrapped calls nested in

@@ -10,7 +10,7 @@ on the CPU. The runs:
 
 - ``tuner``: ``run_search`` (in-process, as ``tuner search`` runs it) on a space with every
   value fixed, 1 trial, ``--pruner none``, everything else at tuner's defaults (dynamic
-  padding, length-grouped batches, two evaluations per epoch, the best model exported).
+  padding, length-grouped batches, evaluations per epoch at "auto", the best model exported).
 - ``plain``: ``Trainer`` with ``DataCollatorWithPadding``, no evaluation during training,
   one ``evaluate()`` at the end; all other arguments at transformers' defaults (random
   batches).

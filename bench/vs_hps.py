@@ -11,7 +11,7 @@ same seed, dynamic padding, and each otherwise keeps its own defaults:
 
 - tuner: ``python -m tuner.cli search --config <generated toml> --trials N --seed S --quiet``
   with a fresh studies folder: TPE (seeded), median pruner, the default point as trial 0,
-  two evaluations per epoch, the best model exported.
+  evaluations per epoch at "auto" (1 on this data), the best model exported.
 - the peer, as transformers' documentation shows it: a ``model_init``, a ``Trainer`` with
   ``DataCollatorWithPadding``, ``eval_strategy="epoch"``, ``save_strategy="no"``,
   ``report_to="none"``, ``seed=S``, then ``hyperparameter_search(direction="maximize",

@@ -60,7 +60,7 @@ class StudyConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    evals_per_epoch: int = 2
+    evals_per_epoch: int | None = None  # None: "auto", see tuner.training.auto_evals_per_epoch
     eval_batch_size: int = 64
     group_by_length: bool = True
     max_steps_per_trial: int | None = None
@@ -263,6 +263,14 @@ def _train(name: str, raw: Mapping[str, Any], task_raw: Any, task: str) -> Train
             if not isinstance(value, bool):
                 raise _fail(f"{where} {key}", f"must be true or false, got {value!r}")
             values[key] = value
+        elif key == "evals_per_epoch" and (
+            isinstance(value, bool) or not (isinstance(value, int) and value > 0)
+        ):
+            if value != "auto":
+                raise _fail(
+                    f"{where} {key}", f'must be "auto" or a positive integer, got {value!r}'
+                )
+            values[key] = None
         else:
             values[key] = _positive_int(value, f"{where} {key}")
     return TrainConfig(**values)

@@ -187,12 +187,14 @@ def worker_index(config: Config) -> int:
     return 0
 
 
-def open_study(plan: SearchPlan, storage: optuna.storages.BaseStorage) -> optuna.Study:
+def open_study(
+    plan: SearchPlan, storage: optuna.storages.BaseStorage, evals_per_epoch: int = 1
+) -> optuna.Study:
     """Create the study, or load it and check it belongs to the same task."""
     config = plan.config
     seed = config.study.seed + worker_index(config)
     sampler = make_sampler(config.study.sampler, seed, plan.space)
-    pruner = make_pruner(config.study.pruner, config.train.evals_per_epoch)
+    pruner = make_pruner(config.study.pruner, evals_per_epoch)
     direction = optuna.study.StudyDirection[plan.task.direction.upper()]
     try:
         study = optuna.create_study(
@@ -431,7 +433,7 @@ def run_search(config: Config, events: SearchEvents | None = None) -> SearchResu
     retry = BudgetedRetry(target, config.study.max_retries)
     beat, grace = config.study.heartbeat_seconds, config.study.grace_seconds
     storage = open_storage(plan.storage, beat, grace, retry)
-    study = open_study(plan, storage)
+    study = open_study(plan, storage, prepared.evals_per_epoch if prepared else 1)
     journal = JournalHeartbeat(storage, beat, grace) if is_journal(plan.storage) else None
     lock = StudyLock(plan.storage, plan.study_name)
     created: list[optuna.Trial] = []

@@ -190,6 +190,7 @@ class Prepared:
     splits: Splits
     precision: str
     eval_order: list[int] | None = None
+    evals_per_epoch: int = 1
 
 
 def quiet_libraries() -> None:
@@ -225,7 +226,31 @@ def prepare(task: Task, model: ModelRef, config: Config) -> Prepared:
     tokenizer = load_tokenizer(model)
     processed = task.preprocess(splits, tokenizer)
     order = longest_first(processed["validation"])
-    return Prepared(task, model, tokenizer, processed, precision, order)
+    evals = config.train.evals_per_epoch or auto_evals_per_epoch(
+        len(processed["train"]), len(processed["validation"])
+    )
+    return Prepared(task, model, tokenizer, processed, precision, order, evals)
+
+
+# Evaluating a row costs about 0.4 of training on it (a forward pass against forward,
+# backward and optimizer step: 6.2 ms against 16 ms per SST-2 row for MiniLM on 2 CPU cores).
+EVAL_TO_TRAIN_ROW_COST = 0.4
+MAX_EVAL_SHARE = 0.2
+MAX_EVALS_PER_EPOCH = 4
+
+
+def auto_evals_per_epoch(train_rows: int, validation_rows: int) -> int:
+    """Evaluations per epoch for ``evals_per_epoch = "auto"``: as many as keep evaluation
+    within about a fifth of the training time, from 1 to 4.
+
+    Sub-epoch evaluations let the pruner stop a trial sooner, but each one runs over the
+    whole validation set. With 1,000 training rows and 872 validation rows, two per epoch
+    took 37% of each SST-2 trial, so that data gets one; with 10,000 training rows it gets 4.
+    """
+    if validation_rows <= 0:
+        return 1
+    affordable = MAX_EVAL_SHARE * train_rows / (EVAL_TO_TRAIN_ROW_COST * validation_rows)
+    return max(1, min(MAX_EVALS_PER_EPOCH, int(affordable)))
 
 
 def longest_first(rows: Any) -> list[int] | None:
@@ -422,7 +447,7 @@ def training_arguments(
     params: Mapping[str, Any], config: Config, prepared: Prepared, seed: int, output_dir: str
 ) -> TrainingArguments:
     """The ``TrainingArguments`` of one trial: sampled values plus the core's settings."""
-    evals = config.train.evals_per_epoch
+    evals = prepared.evals_per_epoch
     eval_steps = max(1, round(_steps_per_epoch(len(prepared.splits["train"]), params) / evals))
     extra: dict[str, Any] = {}
     if config.train.max_steps_per_trial is not None:
@@ -468,7 +493,7 @@ def run_trial(
         transformers.set_seed(seed)
         model = task.build_model(prepared.model.location)
         args = training_arguments(params, config, prepared, seed, output_dir)
-        pruning = PruningCallback(trial, task.metric, config.train.evals_per_epoch)
+        pruning = PruningCallback(trial, task.metric, prepared.evals_per_epoch)
         callbacks: list[TrainerCallback] = [pruning, LossGuard()]
         if progress is not None:
             callbacks.append(ProgressCallback(progress))

@@ -23,7 +23,7 @@ def test_defaults_without_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert config.study.pruner == "median"
     assert config.study.precision == "auto"
     assert config.study.studies_dir == Path("studies")
-    assert config.train.evals_per_epoch == 2
+    assert config.train.evals_per_epoch is None  # "auto"
     assert config.space_layers == ()
 
 
@@ -33,6 +33,14 @@ def test_flag_beats_file_beats_default(tmp_path: Path) -> None:
     assert config.study.trials == 3
     assert config.study.sampler == "random"
     assert config.study.pruner == "median"
+
+
+@pytest.mark.parametrize(("text", "expected"), [('"auto"', None), ("3", 3)])
+def test_evals_per_epoch_is_auto_or_a_count(
+    tmp_path: Path, text: str, expected: int | None
+) -> None:
+    path = write(tmp_path, f'[study]\ntask = "sentiment"\n[train]\nevals_per_epoch = {text}\n')
+    assert load_config(path, {}).train.evals_per_epoch == expected
 
 
 def test_default_file_is_read_from_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -110,7 +118,7 @@ def test_invalid_toml_names_file_and_line(tmp_path: Path) -> None:
         ('[study]\ntask = "sentiment"\n[datas]\n', r"unknown key 'datas'"),
         (
             '[study]\ntask = "sentiment"\n[train]\nevals_per_epoch = 0\n',
-            r"\[train\] evals_per_epoch must be a positive integer",
+            r'\[train\] evals_per_epoch must be "auto" or a positive integer, got 0',
         ),
         (
             '[study]\ntask = "sentiment"\n[data]\nmax_train_rows = -5\n',

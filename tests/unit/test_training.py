@@ -11,6 +11,7 @@ from tuner.training import (
     LossGuard,
     PruningCallback,
     TrialFailed,
+    auto_evals_per_epoch,
     check_space,
     hardware_precision,
     select_precision,
@@ -135,6 +136,23 @@ def test_auto_takes_bf16_only_where_the_gpu_has_it_natively(
     if major < 8:
         with pytest.raises(TunerError, match="no native bf16"):
             hardware_precision("bf16")
+
+
+@pytest.mark.parametrize(
+    ("train", "validation", "expected"),
+    [
+        (1000, 872, 1),  # SST-2 benchmark: two evaluations would take 37% of a trial
+        (1000, 0, 1),
+        (5000, 872, 2),
+        (8000, 872, 4),
+        (67349, 872, 4),  # all of SST-2: capped
+        (10, 1000, 1),
+    ],
+)
+def test_auto_evaluations_keep_evaluation_a_small_share(
+    train: int, validation: int, expected: int
+) -> None:
+    assert auto_evals_per_epoch(train, validation) == expected
 
 
 def test_trainable_fields_follow_the_installed_transformers() -> None:
