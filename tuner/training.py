@@ -282,7 +282,8 @@ class OrderedEvalTrainer(Trainer):
     length-grouped order and hands ``compute_metrics`` the predictions in that order. A
     metric that matches predictions to rows by position (extractive QA's post-processing
     over the windows of each question) would then score the wrong rows. Here the order is
-    fixed and undone before the task sees the predictions.
+    fixed and undone before the task sees the predictions, and evaluation leaves torch's
+    random generators untouched, so the schedule of evaluations does not change training.
     """
 
     def __init__(self, *args: Any, eval_order: list[int] | None = None, **kwargs: Any) -> None:
@@ -296,6 +297,20 @@ class OrderedEvalTrainer(Trainer):
         if self.eval_order is None or len(eval_dataset) != len(self.eval_order):
             return torch.utils.data.SequentialSampler(eval_dataset)
         return _Order(self.eval_order)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        # Iterating a DataLoader draws its base seed from torch's global generator, so each
+        # evaluation would shift every later dropout mask, and a trial would train
+        # differently with another evaluation schedule. Evaluation leaves the generators
+        # as it found them.
+        cpu = torch.get_rng_state()
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            torch.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state_all(cuda)
 
 
 def in_row_order(pred: EvalPrediction, order: list[int]) -> EvalPrediction:

@@ -92,3 +92,55 @@ def test_trainer_evaluates_longest_first_and_scores_rows_in_their_order(
     assert widths == sorted(widths, reverse=True)  # longest first: little padding
     trainer.evaluate()
     np.testing.assert_array_equal(seen[0], np.arange(count))
+
+
+def test_evaluations_do_not_change_what_training_learns(tiny_model: Path, tmp_path: Path) -> None:
+    # Each evaluation iterates a DataLoader, which draws from torch's global generator; the
+    # trainer puts it back, so dropout masks and so the trained weights do not depend on how
+    # often the trial evaluates.
+    import datasets
+    import torch
+    import transformers
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        TrainingArguments,
+    )
+
+    rng = random.Random(5)
+    texts = [" ".join(rng.choices(NEUTRAL, k=rng.randint(2, 12))) for _ in range(32)]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = datasets.Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(32)]})
+    rows = rows.map(lambda batch: tokenizer(batch["text"]), batched=True).remove_columns("text")
+
+    def train(evaluate_every: int | None) -> dict[str, torch.Tensor]:
+        transformers.set_seed(0)
+        model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+        args = TrainingArguments(
+            output_dir=str(tmp_path / str(evaluate_every)),
+            max_steps=8,
+            per_device_train_batch_size=4,
+            eval_strategy="steps" if evaluate_every else "no",
+            eval_steps=evaluate_every,
+            save_strategy="no",
+            report_to="none",
+            seed=0,
+            use_cpu=True,
+        )
+        trainer = OrderedEvalTrainer(
+            model=model,
+            args=args,
+            train_dataset=rows,
+            eval_dataset=rows,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            eval_order=longest_first(rows),
+        )
+        trainer.train()
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    never, often = train(None), train(2)
+    assert never.keys() == often.keys()
+    for name in never:
+        assert torch.equal(never[name], often[name]), name
