@@ -263,14 +263,15 @@ def _train(name: str, raw: Mapping[str, Any], task_raw: Any, task: str) -> Train
             if not isinstance(value, bool):
                 raise _fail(f"{where} {key}", f"must be true or false, got {value!r}")
             values[key] = value
-        elif key == "evals_per_epoch" and (
-            isinstance(value, bool) or not (isinstance(value, int) and value > 0)
-        ):
-            if value != "auto":
+        elif key == "evals_per_epoch" and value == "auto":
+            values[key] = None  # decided from the data: tuner.training.auto_evals_per_epoch
+        elif key == "evals_per_epoch":
+            try:
+                values[key] = _positive_int(value, f"{where} {key}")
+            except TunerError:
                 raise _fail(
                     f"{where} {key}", f'must be "auto" or a positive integer, got {value!r}'
-                )
-            values[key] = None
+                ) from None
         else:
             values[key] = _positive_int(value, f"{where} {key}")
     return TrainConfig(**values)
