@@ -41,27 +41,50 @@ def test_longest_first_keeps_row_order_among_equal_lengths() -> None:
     assert longest_first(datasets.Dataset.from_dict({"text": ["a"]})) is None
 
 
+def tokenised_rows(
+    tiny_model: Path, labels: list[int], seed: int, words: tuple[int, int]
+) -> tuple[Any, Any]:
+    """The tiny model's tokenizer, and one tokenised row per label: random words, a random
+    number of them within ``words``."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    rng = random.Random(seed)
+    texts = [" ".join(rng.choices(NEUTRAL, k=rng.randint(*words))) for _ in labels]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = datasets.Dataset.from_dict({"text": texts, "label": labels})
+    rows = rows.map(lambda batch: tokenizer(batch["text"]), batched=True)
+    return tokenizer, rows.remove_columns("text")
+
+
+def ordered_trainer(
+    tiny_model: Path, tokenizer: Any, rows: Any, num_labels: int, args: Any, **kwargs: Any
+) -> OrderedEvalTrainer:
+    """A fresh classifier on the tiny model, evaluating ``rows`` longest first."""
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=num_labels)
+    return OrderedEvalTrainer(
+        model=model,
+        args=args,
+        eval_dataset=rows,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        eval_order=longest_first(rows),
+        **kwargs,
+    )
+
+
 def test_trainer_evaluates_longest_first_and_scores_rows_in_their_order(
     tiny_model: Path, tmp_path: Path
 ) -> None:
     # One label per row (row i has label i), texts of random lengths, and length-grouped
     # training batches, tuner's default: transformers would then evaluate in a shuffled
     # length-grouped order and pass compute_metrics the labels in that order.
-    import datasets
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        TrainingArguments,
-    )
+    from transformers import TrainingArguments
 
-    rng = random.Random(3)
     count = 24
-    texts = [" ".join(rng.choices(NEUTRAL, k=rng.randint(1, 20))) for _ in range(count)]
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    rows = datasets.Dataset.from_dict({"text": texts, "label": list(range(count))})
-    rows = rows.map(lambda batch: tokenizer(batch["text"]), batched=True)
-    rows = rows.remove_columns("text")
+    tokenizer, rows = tokenised_rows(tiny_model, list(range(count)), seed=3, words=(1, 20))
     order = longest_first(rows)
     assert order is not None and order != list(range(count))
 
@@ -71,7 +94,6 @@ def test_trainer_evaluates_longest_first_and_scores_rows_in_their_order(
         seen.append(pred.label_ids)
         return {"rows": float(len(pred.label_ids))}
 
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=count)
     args = TrainingArguments(
         output_dir=str(tmp_path),
         per_device_eval_batch_size=4,
@@ -79,15 +101,10 @@ def test_trainer_evaluates_longest_first_and_scores_rows_in_their_order(
         report_to="none",
         use_cpu=True,
     )
-    trainer = OrderedEvalTrainer(
-        model=model,
-        args=args,
-        eval_dataset=rows,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics,
-        eval_order=order,
+    trainer = ordered_trainer(
+        tiny_model, tokenizer, rows, count, args, compute_metrics=compute_metrics
     )
+    assert trainer.eval_order == order
     widths = [batch["input_ids"].shape[1] for batch in trainer.get_eval_dataloader()]
     assert widths == sorted(widths, reverse=True)  # longest first: little padding
     trainer.evaluate()
@@ -98,25 +115,14 @@ def test_evaluations_do_not_change_what_training_learns(tiny_model: Path, tmp_pa
     # Each evaluation iterates a DataLoader, which draws from torch's global generator; the
     # trainer puts it back, so dropout masks and so the trained weights do not depend on how
     # often the trial evaluates.
-    import datasets
     import torch
     import transformers
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        TrainingArguments,
-    )
+    from transformers import TrainingArguments
 
-    rng = random.Random(5)
-    texts = [" ".join(rng.choices(NEUTRAL, k=rng.randint(2, 12))) for _ in range(32)]
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    rows = datasets.Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(32)]})
-    rows = rows.map(lambda batch: tokenizer(batch["text"]), batched=True).remove_columns("text")
+    tokenizer, rows = tokenised_rows(tiny_model, [i % 2 for i in range(32)], seed=5, words=(2, 12))
 
     def train(evaluate_every: int | None) -> dict[str, torch.Tensor]:
         transformers.set_seed(0)
-        model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
         args = TrainingArguments(
             output_dir=str(tmp_path / str(evaluate_every)),
             max_steps=8,
@@ -128,17 +134,9 @@ def test_evaluations_do_not_change_what_training_learns(tiny_model: Path, tmp_pa
             seed=0,
             use_cpu=True,
         )
-        trainer = OrderedEvalTrainer(
-            model=model,
-            args=args,
-            train_dataset=rows,
-            eval_dataset=rows,
-            processing_class=tokenizer,
-            data_collator=DataCollatorWithPadding(tokenizer),
-            eval_order=longest_first(rows),
-        )
+        trainer = ordered_trainer(tiny_model, tokenizer, rows, 2, args, train_dataset=rows)
         trainer.train()
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
     never, often = train(None), train(2)
     assert never.keys() == often.keys()
